@@ -1,0 +1,59 @@
+# Every target installs what it needs on a fresh machine (only python3 required) and is fast
+# when already set up. `make demo` and `make test` are the two commands in the README.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+PY := $(VENV)/bin/python
+DBT_DIR := dbt_project
+MANIFEST := $(DBT_DIR)/target/manifest.json
+DBT_SOURCES := $(shell find $(DBT_DIR)/models $(DBT_DIR)/macros $(DBT_DIR)/seeds $(DBT_DIR)/tests -type f 2>/dev/null) $(DBT_DIR)/dbt_project.yml $(DBT_DIR)/profiles.yml
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+export OPENBLAS_NUM_THREADS := 1
+export DBT_SEND_ANONYMOUS_USAGE_STATS := false
+export UV_PYTHON := $(shell command -v $(PYTHON))
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test dev lint generate summary clean
+
+setup: $(VENV)/.synced $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
+
+$(UV):
+	$(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
+
+$(VENV)/.synced: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+$(MANIFEST): $(VENV)/.synced $(DBT_SOURCES)
+	$(PY) -m personalization_assets.cli prepare
+
+$(DAGSTER_HOME)/dagster.yaml: dagster.yaml
+	@mkdir -p $(DAGSTER_HOME)
+	cp dagster.yaml $@
+
+demo: setup ## generate sample data if absent, run the whole graph, print a summary
+	$(PY) -m personalization_assets.cli demo
+
+test: setup ## run the test suite
+	$(VENV)/bin/pytest
+
+dev: setup ## open the Dagster UI on http://127.0.0.1:3000
+	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+generate: setup ## (re)write the sample landing zone; SCALE=demo|10k|100k|1m
+	$(PY) -m personalization_assets.cli generate --scale $(or $(SCALE),demo)
+
+summary: setup
+	$(PY) -m personalization_assets.cli summary
+
+lint: setup
+	$(VENV)/bin/ruff check personalization_assets tests bench
+	$(VENV)/bin/ruff format --check personalization_assets tests bench
+
+clean:
+	rm -rf data/warehouse.duckdb data/output $(DBT_DIR)/target $(DBT_DIR)/logs

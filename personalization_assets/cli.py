@@ -1,0 +1,144 @@
+"""`personalization` command line: sample data, manifest preparation, the demo run, summaries.
+
+personalization demo        generate sample data if absent, run the full graph, print a summary
+personalization generate    write the sample landing zone (see --help for scale options)
+personalization prepare     build the dbt manifest if any dbt file changed
+personalization summary     print the warehouse summary of the last run
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from personalization_assets import paths
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="personalization", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="generate sample data if absent, run everything, summarize")
+    demo.add_argument(
+        "--scale", default="demo", help="sample scale when generating (demo|10k|100k|1m)"
+    )
+    demo.add_argument("--job", default="full_pipeline", help="job to run (default: full_pipeline)")
+    sub.add_parser("generate", help="write the sample landing zone", add_help=False)
+    sub.add_parser("prepare", help="prepare the dbt manifest")
+    sub.add_parser("summary", help="print the warehouse summary")
+    args, rest = parser.parse_known_args(argv)
+
+    if args.command == "generate":
+        from personalization_assets.defs.ingest import sample_data
+
+        sample_data.main(["--landing-dir", str(paths.landing_dir()), *rest])
+        return 0
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "prepare":
+        from personalization_assets.defs.warehouse.project import prepare_manifest
+
+        print(f"dbt manifest ready: {prepare_manifest()}")
+        return 0
+    if args.command == "summary":
+        print(render_summary())
+        return 0
+    return run_demo(scale=args.scale, job_name=args.job)
+
+
+def run_demo(*, scale: str, job_name: str) -> int:
+    """Generate sample data when the landing zone is empty, run the job, print the summary."""
+    landing = paths.landing_dir()
+    if not (landing / "events").is_dir():
+        from personalization_assets.defs.ingest import sample_data
+
+        print(f"No landing zone at {landing}: generating the '{scale}' sample shop…")
+        sample_data.main(["--landing-dir", str(landing), "--scale", scale])
+    from personalization_assets.defs.warehouse.project import prepare_manifest
+
+    prepare_manifest()
+    import dagster as dg
+
+    from personalization_assets.definitions import defs
+
+    instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
+    instance = instance or dg.DagsterInstance.ephemeral()
+    started = time.perf_counter()
+    result = (
+        defs().get_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
+    )
+    elapsed = time.perf_counter() - started
+    print(render_summary())
+    failed_checks = _failed_checks(result)
+    print(
+        f"\nRun {result.run_id} ({job_name}): {'succeeded' if result.success else 'FAILED'} "
+        f"in {elapsed:.1f} s; failed checks: {', '.join(failed_checks) or 'none'}"
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.event_type_value == "STEP_FAILURE":
+                print(f"  step failed: {event.step_key}: {event.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _failed_checks(result) -> list[str]:
+    failed = []
+    for event in result.all_events:
+        if event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            if not evaluation.passed:
+                failed.append(evaluation.asset_check_key.to_user_string())
+    return failed
+
+
+def render_summary() -> str:
+    """A plain-text summary of the warehouse: rows per table, quarantine by reason, outputs."""
+    import duckdb
+
+    from personalization_assets.defs.warehouse import summary
+
+    database = paths.duckdb_path()
+    if not database.exists():
+        return f"No warehouse at {database} yet: run `make demo`."
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        counts = summary.table_row_counts(con)
+        reasons = summary.quarantine_by_reason(con)
+        reconciliation = summary.reconciliation(con)
+    finally:
+        con.close()
+    lines = ["", "Rows per table", "--------------"]
+    for schema, table in summary.SUMMARY_TABLES:
+        if table in counts:
+            lines.append(f"  {schema + '.' + table:<32} {counts[table]:>12,}")
+    lines += [
+        "",
+        "Ingest reconciliation (received = accepted + quarantined + duplicates)",
+        "-----------------------------------------------------------------------",
+        f"  {'source':<10} {'received':>10} {'accepted':>10} {'quarantined':>12} "
+        f"{'duplicates':>11} {'unaccounted':>12}",
+    ]
+    for source, received, accepted, quarantined, duplicates, unaccounted in reconciliation:
+        lines.append(
+            f"  {source:<10} {received:>10,} {accepted:>10,} {quarantined:>12,} "
+            f"{duplicates:>11,} {unaccounted:>12,}"
+        )
+    lines += ["", "Quarantined rows by reason", "--------------------------"]
+    lines += [f"  {source:<10} {reason:<24} {n:>8,}" for source, reason, n in reasons] or ["  none"]
+    lines += [
+        "",
+        "Where things are",
+        "----------------",
+        f"  landing zone  {paths.landing_dir()}",
+        f"  warehouse     {database}",
+        f"  outputs       {paths.output_dir()}",
+        "  UI            make dev  →  http://127.0.0.1:3000",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

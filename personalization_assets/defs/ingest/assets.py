@@ -1,0 +1,168 @@
+"""Ingest group: the landing zone's files, copied verbatim into the warehouse's `raw` schema."""
+
+import dagster as dg
+
+from personalization_assets.defs.ingest import landing
+from personalization_assets.defs.ingest.order_imports import load_order_imports_config
+from personalization_assets.defs.warehouse.resources import (
+    WAREHOUSE_POOL,
+    LandingZoneResource,
+    ProjectConfigResource,
+    WarehouseResource,
+)
+
+GROUP = "ingest"
+OWNERS = ["team:data-engineering"]
+
+landing_specs = [
+    dg.AssetSpec(
+        key=["landing", name],
+        description=description,
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"file"},
+    )
+    for name, description in [
+        (
+            "events",
+            "NDJSON event files in `events/date=YYYY-MM-DD/` (written by collectors/exporters).",
+        ),
+        ("crm_customers", "CRM customer export(s) `crm/*.csv`: demographics, birthday, consent."),
+        ("catalog_products", "Catalog export(s) `catalog/*.csv`: category, price, stock."),
+        ("order_exports", "Historic order exports `orders/*.csv` (e.g. UCI Online Retail II)."),
+    ]
+]
+
+
+def _metadata(result: landing.LoadResult) -> dict[str, dg.MetadataValue | int | str]:
+    metadata: dict[str, dg.MetadataValue | int | str] = {
+        "dagster/row_count": result.rows,
+        "table": result.table,
+        "files_loaded": len(result.files),
+        "files": dg.MetadataValue.md("\n".join(f"- `{f}`" for f in result.files[:50]) or "none"),
+    }
+    if result.skipped_files:
+        metadata["files_skipped"] = dg.MetadataValue.md(
+            "Outside the landing contract, not loaded:\n"
+            + "\n".join(f"- `{f}`" for f in result.skipped_files[:50])
+        )
+    if result.malformed_records:
+        metadata["malformed_records"] = result.malformed_records
+    if result.message:
+        metadata["note"] = result.message
+    return metadata
+
+
+def _log(context: dg.AssetExecutionContext, result: landing.LoadResult) -> None:
+    if result.message:
+        context.log.warning(result.message)
+    if result.skipped_files:
+        context.log.warning(
+            f"{len(result.skipped_files)} file(s) outside the landing contract were not loaded: "
+            f"{result.skipped_files[:5]}"
+        )
+
+
+@dg.asset(
+    key=["ingest", "raw_event_lines"],
+    deps=[["landing", "events"]],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+)
+def raw_event_lines(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing_zone: LandingZoneResource,
+) -> dg.MaterializeResult:
+    """Every non-blank line of every landing event file, as text with its file and line number.
+
+    Nothing is parsed or dropped here, so dbt can quarantine bad lines with a reason.
+    """
+    with warehouse.connect() as con:
+        result = landing.load_event_lines(con, landing_zone.path)
+    _log(context, result)
+    return dg.MaterializeResult(metadata=_metadata(result))
+
+
+@dg.asset(
+    key=["ingest", "raw_customers"],
+    deps=[["landing", "crm_customers"]],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+)
+def raw_customers(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing_zone: LandingZoneResource,
+) -> dg.MaterializeResult:
+    """The CRM customer export(s), every record as text; malformed CSV records kept with the parser's error.
+
+    A file missing a required column fails with a message naming the file and the column.
+    """
+    with warehouse.connect() as con:
+        result = landing.load_csv_export(
+            con,
+            landing_zone.path,
+            folder="crm",
+            table="customers",
+            columns=landing.CUSTOMER_COLUMNS,
+            required=landing.REQUIRED_CUSTOMER_COLUMNS,
+        )
+    _log(context, result)
+    return dg.MaterializeResult(metadata=_metadata(result))
+
+
+@dg.asset(
+    key=["ingest", "raw_products"],
+    deps=[["landing", "catalog_products"]],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+)
+def raw_products(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing_zone: LandingZoneResource,
+) -> dg.MaterializeResult:
+    """The catalog export(s), every record as text; malformed CSV records kept with the parser's error."""
+    with warehouse.connect() as con:
+        result = landing.load_csv_export(
+            con,
+            landing_zone.path,
+            folder="catalog",
+            table="products",
+            columns=landing.PRODUCT_COLUMNS,
+            required=landing.REQUIRED_PRODUCT_COLUMNS,
+        )
+    _log(context, result)
+    return dg.MaterializeResult(metadata=_metadata(result))
+
+
+@dg.asset(
+    key=["ingest", "raw_order_lines"],
+    deps=[["landing", "order_exports"]],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"duckdb"},
+    pool=WAREHOUSE_POOL,
+)
+def raw_order_lines(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    landing_zone: LandingZoneResource,
+    project_config: ProjectConfigResource,
+) -> dg.MaterializeResult:
+    """Historic order exports renamed to canonical order-line columns by `config/order_imports.yaml`.
+
+    Optional source: with no files in `orders/` the table is empty and the run goes on.
+    """
+    config = load_order_imports_config(project_config.path / "order_imports.yaml")
+    with warehouse.connect() as con:
+        result = landing.load_order_exports(con, landing_zone.path, config)
+    _log(context, result)
+    return dg.MaterializeResult(metadata=_metadata(result))

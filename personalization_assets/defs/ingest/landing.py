@@ -1,0 +1,397 @@
+"""Copy landing-zone files verbatim into the warehouse's `raw` schema.
+
+The landing zone is a folder of files written by exporters and collectors:
+
+    events/date=YYYY-MM-DD/<name>.ndjson   one JSON event per line, folder = UTC landing day
+    crm/<name>.csv                         customer exports
+    catalog/<name>.csv                     product exports
+    orders/<name>.csv                      historic order exports (layouts in order_imports.yaml)
+
+Writers must use write-then-rename: write `<name>.ndjson.tmp` (or a dot-file) and rename it to
+its final name when complete. Only final names are read, so a half-written file is never loaded.
+
+Loading parses nothing and drops nothing: every non-blank line (events) or CSV record becomes a
+text row with its file and line/record number; malformed CSV records are kept with the parser's
+error. Cleaning and quarantine happen in dbt. Each load replaces its raw table from the files
+present, so re-running is idempotent. No Dagster imports here.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from personalization_assets.defs.ingest.order_imports import (
+    CANONICAL_ORDER_COLUMNS,
+    OrderImportsConfig,
+)
+
+RAW_SCHEMA = "raw"
+EVENT_FOLDER_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
+
+CUSTOMER_COLUMNS = (
+    "customer_id",
+    "email",
+    "first_name",
+    "last_name",
+    "gender",
+    "birth_date",
+    "city",
+    "country",
+    "timezone",
+    "signup_date",
+    "email_consent",
+    "tracking_consent",
+    "unsubscribed",
+)
+REQUIRED_CUSTOMER_COLUMNS = ("customer_id", "email", "email_consent")
+PRODUCT_COLUMNS = ("product_id", "name", "category", "price", "currency", "in_stock")
+REQUIRED_PRODUCT_COLUMNS = ("product_id", "price")
+
+
+class LandingContractError(ValueError):
+    """The landing zone does not follow the documented contract (missing folder or columns)."""
+
+
+@dataclass
+class LoadResult:
+    """What one load did, for asset metadata and the demo summary."""
+
+    table: str
+    rows: int = 0
+    files: list[str] = field(default_factory=list)
+    skipped_files: list[str] = field(default_factory=list)
+    malformed_records: int = 0
+    message: str = ""
+
+
+def event_files(landing_dir: Path) -> tuple[list[Path], list[Path]]:
+    """Final-named event files under `events/date=YYYY-MM-DD/`, and files outside the convention."""
+    root = landing_dir / "events"
+    accepted: list[Path] = []
+    skipped: list[Path] = []
+    if not root.is_dir():
+        return accepted, skipped
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or _is_in_progress(path):
+            continue
+        match = EVENT_FOLDER_RE.match(path.parent.name)
+        if path.suffix == ".ndjson" and path.parent.parent == root and match and _valid_day(match):
+            accepted.append(path)
+        else:
+            skipped.append(path)
+    return accepted, skipped
+
+
+def _is_in_progress(path: Path) -> bool:
+    return path.name.startswith(".") or path.suffix in {".tmp", ".part", ".partial"}
+
+
+def _valid_day(match: re.Match[str]) -> bool:
+    try:
+        dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        return False
+    return True
+
+
+def csv_files(landing_dir: Path, folder: str) -> list[Path]:
+    """Final-named `*.csv` files in one landing sub-folder, sorted by name."""
+    root = landing_dir / folder
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("*.csv") if p.is_file() and not _is_in_progress(p))
+
+
+def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the raw schema and the landing-file register if they do not exist."""
+    con.execute(f"create schema if not exists {RAW_SCHEMA}")
+    con.execute(
+        f"""
+        create table if not exists {RAW_SCHEMA}.landing_files (
+            source_file varchar primary key,
+            source varchar,
+            size_bytes bigint,
+            content_md5 varchar,
+            first_loaded_at timestamp,
+            last_loaded_at timestamp
+        )
+        """
+    )
+
+
+def _register_files(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    source: str,
+    files: Sequence[Path],
+    now: dt.datetime,
+) -> None:
+    """Upsert the files into `raw.landing_files`, keeping each file's first load time."""
+    rows = [(_relative(landing_dir, p), source, p.stat().st_size) for p in files]
+    con.execute(
+        "create or replace temp table _incoming (source_file varchar, source varchar, size_bytes bigint)"
+    )
+    if rows:
+        con.executemany("insert into _incoming values (?, ?, ?)", rows)
+    con.execute(
+        f"""
+        insert into {RAW_SCHEMA}.landing_files
+        select source_file, source, size_bytes, null, ?, ?
+        from _incoming
+        on conflict (source_file) do update set
+            size_bytes = excluded.size_bytes,
+            last_loaded_at = excluded.last_loaded_at
+        """,
+        [now, now],
+    )
+
+
+def _relative(landing_dir: Path, path: Path) -> str:
+    return path.resolve().relative_to(landing_dir.resolve()).as_posix()
+
+
+def load_event_lines(
+    con: duckdb.DuckDBPyConnection, landing_dir: Path, now: dt.datetime | None = None
+) -> LoadResult:
+    """Replace `raw.event_lines` with every non-blank line of every landing event file."""
+    now = now or _utcnow()
+    ensure_raw_schema(con)
+    files, skipped = event_files(landing_dir)
+    result = LoadResult(
+        table=f"{RAW_SCHEMA}.event_lines",
+        files=[_relative(landing_dir, p) for p in files],
+        skipped_files=[_relative(landing_dir, p) for p in skipped],
+    )
+    _register_files(con, landing_dir, "events", files, now)
+    if not files:
+        con.execute(
+            f"""create or replace table {RAW_SCHEMA}.event_lines (
+                source_file varchar, landing_date date, line_no bigint,
+                raw_line varchar, loaded_at timestamp)"""
+        )
+        result.message = _empty_message(landing_dir, "events", "events/date=YYYY-MM-DD/*.ndjson")
+        return result
+    prefix_len = len(str(landing_dir.resolve())) + 2
+    con.execute(
+        f"""
+        create or replace table {RAW_SCHEMA}.event_lines as
+        with files as (
+            select filename, string_split(content, chr(10)) as lines
+            from read_text(?)
+        ),
+        lines as (
+            select
+                substr(filename, {prefix_len}) as source_file,
+                unnest(lines) as raw_line,
+                unnest(range(1, len(lines) + 1)) as line_no
+            from files
+        )
+        select
+            lines.source_file,
+            cast(regexp_extract(lines.source_file, 'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) as date)
+                as landing_date,
+            lines.line_no,
+            rtrim(lines.raw_line, chr(13)) as raw_line,
+            register.first_loaded_at as loaded_at
+        from lines
+        join {RAW_SCHEMA}.landing_files as register using (source_file)
+        where trim(lines.raw_line) <> ''
+        order by lines.source_file, lines.line_no
+        """,
+        [[str(p.resolve()) for p in files]],
+    )
+    result.rows = _count(con, result.table)
+    return result
+
+
+def load_csv_export(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    *,
+    folder: str,
+    table: str,
+    columns: Sequence[str],
+    required: Sequence[str],
+    now: dt.datetime | None = None,
+) -> LoadResult:
+    """Replace `raw.<table>` with every record of every CSV in `folder`, all values as text."""
+    now = now or _utcnow()
+    ensure_raw_schema(con)
+    files = csv_files(landing_dir, folder)
+    result = LoadResult(
+        table=f"{RAW_SCHEMA}.{table}", files=[_relative(landing_dir, p) for p in files]
+    )
+    _register_files(con, landing_dir, folder, files, now)
+    _create_raw_csv_table(con, table, columns)
+    if not files:
+        result.message = _empty_message(landing_dir, folder, f"{folder}/*.csv")
+        return result
+    for path in files:
+        header = _csv_header(path)
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise LandingContractError(
+                f"{_relative(landing_dir, path)}: missing required column(s) {missing}; "
+                f"found {header}. Expected columns: {list(columns)}"
+            )
+        mapping = {c: c for c in columns if c in header}
+        result.malformed_records += _insert_csv(
+            con, landing_dir, path, table, columns, mapping, extra={}
+        )
+    result.rows = _count(con, result.table)
+    return result
+
+
+def load_order_exports(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    config: OrderImportsConfig,
+    now: dt.datetime | None = None,
+) -> LoadResult:
+    """Replace `raw.order_lines` with every order-export record, renamed by its layout."""
+    now = now or _utcnow()
+    ensure_raw_schema(con)
+    files = csv_files(landing_dir, "orders")
+    result = LoadResult(
+        table=f"{RAW_SCHEMA}.order_lines", files=[_relative(landing_dir, p) for p in files]
+    )
+    _register_files(con, landing_dir, "orders", files, now)
+    extra_columns = ("currency", "source_timezone", "layout", "ordered_at_local")
+    _create_raw_csv_table(con, "order_lines", (*CANONICAL_ORDER_COLUMNS, *extra_columns))
+    for path in files:
+        layout = config.layout_for(_csv_header(path), _relative(landing_dir, path))
+        extra = {
+            "currency": layout.currency,
+            "source_timezone": layout.timezone,
+            "layout": layout.name,
+        }
+        # Formats must be constants in DuckDB, so the layout's format is applied here, once per
+        # file; the raw text stays in `ordered_at` for the quarantine.
+        ordered_at = _sql_ident(layout.columns["ordered_at"])
+        parsed = (
+            f'strftime(try_strptime(trim("{ordered_at}"), {_sql_literal(layout.timestamp_format)}),'
+            " '%Y-%m-%d %H:%M:%S')"
+        )
+        result.malformed_records += _insert_csv(
+            con,
+            landing_dir,
+            path,
+            "order_lines",
+            CANONICAL_ORDER_COLUMNS,
+            layout.columns,
+            extra,
+            computed={"ordered_at_local": parsed},
+        )
+    result.rows = _count(con, result.table)
+    if not files:
+        result.message = "no order exports in orders/ (optional source): nothing imported"
+    return result
+
+
+def _create_raw_csv_table(
+    con: duckdb.DuckDBPyConnection, table: str, columns: Sequence[str]
+) -> None:
+    column_sql = ", ".join(f'"{c}" varchar' for c in columns)
+    con.execute(
+        f"""create or replace table {RAW_SCHEMA}.{table} (
+            source_file varchar, row_no bigint, loaded_at timestamp, {column_sql},
+            malformed_error varchar, malformed_record varchar)"""
+    )
+
+
+def _csv_header(path: Path) -> list[str]:
+    with path.open(encoding="utf-8-sig", newline="") as handle:
+        first = handle.readline().rstrip("\r\n")
+    return [h.strip() for h in next(csv.reader([first]), [])]
+
+
+def _insert_csv(
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    path: Path,
+    table: str,
+    columns: Sequence[str],
+    mapping: dict[str, str],
+    extra: dict[str, str],
+    computed: dict[str, str] | None = None,
+) -> int:
+    """Insert one CSV's records (and its malformed records) into `raw.<table>`; return #malformed."""
+    source_file = _relative(landing_dir, path)
+    select_cols = []
+    for column in columns:
+        source = mapping.get(column)
+        select_cols.append(f'"{_sql_ident(source)}"' if source else "null")
+    computed = computed or {}
+    extra_sql = ", ?" * len(extra) + "".join(f", {expr}" for expr in computed.values())
+    target_cols = ", ".join(f'"{c}"' for c in (*columns, *extra, *computed))
+    con.execute("drop table if exists _csv_rejects")
+    con.execute("drop table if exists _csv_reject_scans")
+    con.execute(
+        f"""
+        insert into {RAW_SCHEMA}.{table}
+            (source_file, row_no, loaded_at, {target_cols})
+        select ?, ordinality, register.first_loaded_at, {", ".join(select_cols)}{extra_sql}
+        from read_csv(?, all_varchar = true, header = true, delim = ',', quote = '"',
+                      escape = '"', auto_detect = false, columns = ?,
+                      store_rejects = true, rejects_table = '_csv_rejects',
+                      rejects_scan = '_csv_reject_scans') with ordinality
+        cross join (select first_loaded_at from {RAW_SCHEMA}.landing_files
+                    where source_file = ?) as register
+        """,
+        [source_file, *extra.values(), str(path), _csv_columns(path), source_file],
+    )
+    malformed = con.execute(
+        f"""
+        insert into {RAW_SCHEMA}.{table} (source_file, row_no, loaded_at, malformed_error, malformed_record)
+        select ?, line, ?, error_type || ': ' || error_message, csv_line
+        from _csv_rejects
+        returning 1
+        """,
+        [source_file, _first_loaded(con, source_file)],
+    ).fetchall()
+    return len(malformed)
+
+
+def _csv_columns(path: Path) -> dict[str, str]:
+    return {name: "VARCHAR" for name in _csv_header(path)}
+
+
+def _first_loaded(con: duckdb.DuckDBPyConnection, source_file: str) -> dt.datetime:
+    row = con.execute(
+        f"select first_loaded_at from {RAW_SCHEMA}.landing_files where source_file = ?",
+        [source_file],
+    ).fetchone()
+    return row[0]
+
+
+def _sql_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _sql_ident(name: str) -> str:
+    return name.replace('"', '""')
+
+
+def _count(con: duckdb.DuckDBPyConnection, table: str) -> int:
+    return con.execute(f"select count(*) from {table}").fetchone()[0]
+
+
+def _empty_message(landing_dir: Path, folder: str, pattern: str) -> str:
+    if not (landing_dir / folder).is_dir():
+        return (
+            f"landing folder {landing_dir / folder} does not exist: nothing loaded. "
+            f"Expected files like {landing_dir / pattern} (run `make demo` to generate sample data, "
+            f"or set PERSONALIZATION_LANDING_DIR)."
+        )
+    return f"no files matching {pattern} in {landing_dir}: nothing loaded"
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)

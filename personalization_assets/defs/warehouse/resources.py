@@ -1,0 +1,59 @@
+"""The DuckDB warehouse as a Dagster resource.
+
+DuckDB allows one writer process per file. Every step that writes the warehouse (the raw
+loaders, dbt, the Python feature assets) runs in the `duckdb_writer` pool with a limit of one
+(`dagster.yaml`), and jobs use the in-process executor, so two steps never hold the file at
+once. Connections are opened per step and closed at its end.
+"""
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+
+from personalization_assets import paths
+
+WAREHOUSE_POOL = "duckdb_writer"
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Opens the project's DuckDB file (path from config, else PERSONALIZATION_DUCKDB_PATH)."""
+
+    database: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.database).resolve() if self.database else paths.duckdb_path()
+
+    @contextmanager
+    def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection in UTC, closed on exit (releasing the file lock)."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        con = duckdb.connect(str(self.path), read_only=read_only)
+        con.execute("set TimeZone = 'UTC'")
+        try:
+            yield con
+        finally:
+            con.close()
+
+
+class LandingZoneResource(dg.ConfigurableResource):
+    """The landing folder (config, else PERSONALIZATION_LANDING_DIR, else data/landing)."""
+
+    root: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.root).resolve() if self.root else paths.landing_dir()
+
+
+class ProjectConfigResource(dg.ConfigurableResource):
+    """The folder of user-edited YAML (config, else PERSONALIZATION_CONFIG_DIR, else config/)."""
+
+    directory: str = ""
+
+    @property
+    def path(self) -> Path:
+        return Path(self.directory).resolve() if self.directory else paths.config_dir()

@@ -1,0 +1,72 @@
+"""Read-only questions about the warehouse: row counts, quarantine by reason. No Dagster imports."""
+
+from __future__ import annotations
+
+import duckdb
+
+SUMMARY_TABLES = (
+    ("raw", "event_lines"),
+    ("raw", "customers"),
+    ("raw", "products"),
+    ("raw", "order_lines"),
+    ("main", "fct_events"),
+    ("main", "fct_orders"),
+    ("main", "fct_order_lines"),
+    ("main", "dim_customers"),
+    ("main", "dim_customer_contacts"),
+    ("main", "dim_products"),
+    ("main", "quarantined_rows"),
+    ("main", "event_duplicates"),
+)
+
+
+def table_row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Row count of every base table, keyed by table name (schema `main` and `raw`)."""
+    tables = con.execute(
+        """
+        select schema_name, table_name, estimated_size
+        from duckdb_tables()
+        where schema_name in ('main', 'raw', 'reference')
+        """
+    ).fetchall()
+    counts: dict[str, int] = {}
+    for schema, table, _ in tables:
+        counts.setdefault(
+            table, con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+        )
+    return counts
+
+
+def quarantine_by_reason(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """(source, reason, rows) for every quarantine reason, most frequent first."""
+    if not _exists(con, "main", "quarantined_rows"):
+        return []
+    return con.execute(
+        """
+        select source, reason, count(*) as n
+        from main.quarantined_rows
+        group by source, reason
+        order by n desc, source, reason
+        """
+    ).fetchall()
+
+
+def reconciliation(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    """The ingest_reconciliation mart: received, accepted, quarantined, duplicates per source."""
+    if not _exists(con, "main", "ingest_reconciliation"):
+        return []
+    return con.execute(
+        """
+        select source, rows_received, rows_accepted, rows_quarantined, rows_duplicate, unaccounted
+        from main.ingest_reconciliation order by source
+        """
+    ).fetchall()
+
+
+def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )

@@ -1,0 +1,36 @@
+"""Operational thresholds from `config/pipeline.yaml`, typed and validated.
+
+Marketers' files (segments, RFM map, campaigns) have their own modules; this file holds the
+knobs an operator tunes. Missing keys take the defaults below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SegmentSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    size_change_warn_ratio: float = Field(0.5, gt=0)
+    min_size_warn: int = Field(1, ge=0)
+
+
+class PipelineSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    segments: SegmentSettings = SegmentSettings()
+
+
+def load_pipeline_settings(config_dir: Path) -> PipelineSettings:
+    """Read `pipeline.yaml` from the config folder (defaults when the file is absent)."""
+    path = config_dir / "pipeline.yaml"
+    if not path.exists():
+        return PipelineSettings()
+    try:
+        return PipelineSettings.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error
