@@ -66,8 +66,10 @@ def run_demo(*, scale: str, job_name: str) -> int:
     instance = dg.DagsterInstance.get() if os.environ.get("DAGSTER_HOME") else None
     instance = instance or dg.DagsterInstance.ephemeral()
     started = time.perf_counter()
-    result = (
-        defs().get_job_def(job_name).execute_in_process(instance=instance, raise_on_error=False)
+    quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+    print(f"Running job {job_name} (in-process; `make dev` shows the run in the UI)...", flush=True)
+    result = defs().resolve_job_def(job_name).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=quiet
     )
     elapsed = time.perf_counter() - started
     print(render_summary())
@@ -108,12 +110,13 @@ def render_summary() -> str:
         counts = summary.table_row_counts(con)
         reasons = summary.quarantine_by_reason(con)
         reconciliation = summary.reconciliation(con)
+        segments = summary.segment_sizes(con)
     finally:
         con.close()
     lines = ["", "Rows per table", "--------------"]
     for schema, table in summary.SUMMARY_TABLES:
-        if table in counts:
-            lines.append(f"  {schema + '.' + table:<32} {counts[table]:>12,}")
+        if f"{schema}.{table}" in counts:
+            lines.append(f"  {schema + '.' + table:<36} {counts[f'{schema}.{table}']:>12,}")
     lines += [
         "",
         "Ingest reconciliation (received = accepted + quarantined + duplicates)",
@@ -128,6 +131,8 @@ def render_summary() -> str:
         )
     lines += ["", "Quarantined rows by reason", "--------------------------"]
     lines += [f"  {source:<10} {reason:<24} {n:>8,}" for source, reason, n in reasons] or ["  none"]
+    lines += ["", "Segment sizes", "-------------"]
+    lines += [f"  {kind:<5} {name:<32} {n:>8,}" for kind, name, n in segments] or ["  none yet"]
     lines += [
         "",
         "Where things are",

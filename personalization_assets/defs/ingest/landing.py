@@ -154,7 +154,8 @@ def _register_files(
 
 
 def _relative(landing_dir: Path, path: Path) -> str:
-    return path.resolve().relative_to(landing_dir.resolve()).as_posix()
+    # absolute(), not resolve(): a symlinked export stays addressed by its landing-zone name.
+    return path.absolute().relative_to(landing_dir.absolute()).as_posix()
 
 
 def load_event_lines(
@@ -178,7 +179,7 @@ def load_event_lines(
         )
         result.message = _empty_message(landing_dir, "events", "events/date=YYYY-MM-DD/*.ndjson")
         return result
-    prefix_len = len(str(landing_dir.resolve())) + 2
+    prefix_len = len(str(landing_dir.absolute())) + 2
     con.execute(
         f"""
         create or replace table {RAW_SCHEMA}.event_lines as
@@ -205,7 +206,7 @@ def load_event_lines(
         where trim(lines.raw_line) <> ''
         order by lines.source_file, lines.line_no
         """,
-        [[str(p.resolve()) for p in files]],
+        [[str(p.absolute()) for p in files]],
     )
     result.rows = _count(con, result.table)
     return result
@@ -335,26 +336,40 @@ def _insert_csv(
     con.execute("drop table if exists _csv_reject_scans")
     con.execute(
         f"""
-        insert into {RAW_SCHEMA}.{table}
-            (source_file, row_no, loaded_at, {target_cols})
-        select ?, ordinality, register.first_loaded_at, {", ".join(select_cols)}{extra_sql}
-        from read_csv(?, all_varchar = true, header = true, delim = ',', quote = '"',
-                      escape = '"', auto_detect = false, columns = ?,
-                      store_rejects = true, rejects_table = '_csv_rejects',
-                      rejects_scan = '_csv_reject_scans') with ordinality
-        cross join (select first_loaded_at from {RAW_SCHEMA}.landing_files
-                    where source_file = ?) as register
+        create or replace temp table _csv_rows as
+        select * from read_csv(?, all_varchar = true, header = true, delim = ',', quote = '"',
+                               escape = '"', auto_detect = false, columns = ?,
+                               store_rejects = true, rejects_table = '_csv_rejects',
+                               rejects_scan = '_csv_reject_scans') with ordinality
         """,
-        [source_file, *extra.values(), str(path), _csv_columns(path), source_file],
+        [str(path), _csv_columns(path)],
+    )
+    # `ordinality` counts parsed records only; rejected records report their record number
+    # (header = 1). Number every record by its place in the file: the o-th parsed record is
+    # record o + (rejected records that have fewer than o parsed records before them).
+    first_loaded = _first_loaded(con, source_file)
+    con.execute(
+        f"""
+        insert into {RAW_SCHEMA}.{table} (source_file, row_no, loaded_at, {target_cols})
+        with rejected as (
+            select line - 1 - row_number() over (order by line) as parsed_before
+            from _csv_rejects
+        )
+        select ?, ordinality + (select count(*) from rejected where parsed_before < ordinality),
+               ?, {", ".join(select_cols)}{extra_sql}
+        from _csv_rows
+        """,
+        [source_file, first_loaded, *extra.values()],
     )
     malformed = con.execute(
         f"""
-        insert into {RAW_SCHEMA}.{table} (source_file, row_no, loaded_at, malformed_error, malformed_record)
-        select ?, line, ?, error_type || ': ' || error_message, csv_line
+        insert into {RAW_SCHEMA}.{table}
+            (source_file, row_no, loaded_at, malformed_error, malformed_record)
+        select ?, line - 1, ?, error_type || ': ' || error_message, csv_line
         from _csv_rejects
         returning 1
         """,
-        [source_file, _first_loaded(con, source_file)],
+        [source_file, first_loaded],
     ).fetchall()
     return len(malformed)
 

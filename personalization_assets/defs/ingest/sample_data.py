@@ -309,15 +309,21 @@ NEWSLETTER_THEMES = (
 BASE_PATHS = ("/", "/sale", "/new", "/search", "/account")
 
 # --- behaviour knobs ---------------------------------------------------------------------
-PURCHASE_RATE_MEAN = 0.1  # orders per 30 days, population mean
-PURCHASE_RATE_SHAPE = 0.6  # gamma shape (< 1: heavy tail)
-P_BOUNCE, P_CART, P_CHECKOUT, P_PURCHASE = 0.25, 0.35, 0.7, 0.8
-SESSION_CONVERSION = (1 - P_BOUNCE) * P_CART * P_CHECKOUT * P_PURCHASE
-NEWSLETTER_REACH = 0.3  # share of eligible subscribers in each weekly send
+PURCHASE_RATE_MEAN = 0.25  # orders per 30 days, mean of the regular customers
+PURCHASE_RATE_SHAPE = 0.55  # gamma shape (< 1: heavy tail)
+POWER_BUYER_SHARE = 0.012  # loyal "power buyers": several orders a week, keen email openers
+POWER_RATE_MEDIAN, POWER_RATE_SIGMA = 8.0, 0.3  # their orders per 30 days (log-normal)
+POWER_CHURN = 0.1
+# funnel step probabilities at intent 0 and at intent 1 (a customer's intent lies between)
+P_BOUNCE, P_CART, P_CHECKOUT, P_PURCHASE = (0.25, 0.1), (0.35, 0.85), (0.7, 0.9), (0.8, 0.95)
+P_FOCUS_CATEGORY = 0.85  # product views of a category landing session in that category
+NEWSLETTER_REACH = 0.15  # share of the weekly sends that reach unengaged subscribers
+REACH_OPEN_PROB = (0.05, 0.35)  # reach grows from there with open probability to every send
+SUNSET_S = 30 * DAY  # after that long without activity a subscriber is back on low reach
 SEND_HOUR_UTC = 7
 SEND_SPREAD_S = 2_700  # a newsletter goes out over 45 minutes
 UNSUB_DELAY_S = (3_000, 21_000)  # unsubscribe between 50 min and ~6 h after the send
-NEVER_OPEN_SHARE = 0.15
+NEVER_OPEN_SHARE = 0.12
 VARIANT_B_OPEN_LIFT = 1.15
 P_CLICK_PRODUCT, P_CLICK_SESSION = 0.6, 0.5
 
@@ -429,6 +435,8 @@ class _Customers:
     tracking_consent: np.ndarray
     unsubscribed: np.ndarray
     purchase_rate: np.ndarray
+    power: np.ndarray  # bool: member of the power-buyer cohort
+    intent: np.ndarray  # 0..1 shopping intent: higher converts a session more often
     dropout_ts: np.ndarray  # NEVER when the customer does not churn
     open_prob: np.ndarray
     click_prob: np.ndarray
@@ -443,6 +451,13 @@ class _Customers:
     def limit_ts(self, window: _Window) -> np.ndarray:
         """Time before which a customer may act: drop-out or end of the window."""
         return np.minimum(self.dropout_ts, window.end_ts)
+
+    def funnel(self) -> tuple[np.ndarray, ...]:
+        """Per customer: bounce, cart, checkout and purchase probabilities, orders/session."""
+        bounce, cart, checkout, purchase = (
+            lo + (hi - lo) * self.intent for lo, hi in (P_BOUNCE, P_CART, P_CHECKOUT, P_PURCHASE)
+        )
+        return bounce, cart, checkout, purchase, (1 - bounce) * cart * checkout * purchase
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -539,15 +554,21 @@ def _draw_geo(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray,
     return city, zone, rng.random(n) < 0.10
 
 
-def _draw_identity(rng: np.random.Generator, n: int, window: _Window) -> dict[str, np.ndarray]:
-    """Names, gender, email domain, birth date, signup time and consent flags."""
+def _draw_identity(
+    rng: np.random.Generator, n: int, window: _Window, power: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Names, gender, email domain, birth date, signup time and consent flags.
+
+    Power buyers are established customers: they signed up before the window, nearly all
+    of them take the newsletter and few have unsubscribed.
+    """
     gender = rng.choice(3, n, p=[0.48, 0.48, 0.04]).astype(np.int8)
     lo = np.array([r[0] for r in _GENDER_NAME_RANGES])[gender]
     hi = np.array([r[1] for r in _GENDER_NAME_RANGES])[gender]
     first = (lo + np.floor(rng.random(n) * (hi - lo))).astype(np.int16)
     age_days = (np.clip(rng.normal(40, 13, n), 18, 85) * 365.25).astype(np.int64)
     end_day = np.datetime64(window.end_date, "D")
-    before = rng.random(n) < 0.75
+    before = (rng.random(n) < 0.75) | power
     offset = np.where(before, -rng.integers(1, 1100, n), rng.integers(0, window.days, n))
     signup_day = np.datetime64(window.start_date, "D") + offset
     return {
@@ -557,9 +578,9 @@ def _draw_identity(rng: np.random.Generator, n: int, window: _Window) -> dict[st
         "domain": rng.choice(3, n, p=[0.6, 0.25, 0.15]).astype(np.int8),
         "birth": end_day - age_days,
         "signup_ts": signup_day.astype(np.int64) * DAY + rng.integers(0, DAY, n),
-        "email_consent": rng.random(n) < 0.85,
+        "email_consent": rng.random(n) < np.where(power, 0.97, 0.85),
         "tracking_consent": rng.random(n) < 0.75,
-        "unsubscribed": rng.random(n) < 0.04,
+        "unsubscribed": rng.random(n) < np.where(power, 0.01, 0.04),
     }
 
 
@@ -575,22 +596,29 @@ def _draw_affinity(rng: np.random.Generator, n: int) -> np.ndarray:
     return g / g.sum(axis=1, keepdims=True)
 
 
-def _draw_behaviour(rng: np.random.Generator, n: int, signup_ts: np.ndarray, window: _Window):
-    """Purchase rate, drop-out, engagement, device and preferred hour."""
+def _draw_behaviour(
+    rng: np.random.Generator, n: int, signup_ts: np.ndarray, window: _Window, power: np.ndarray
+):
+    """Purchase rate, intent, drop-out, engagement, device and preferred hour."""
     rate = rng.gamma(PURCHASE_RATE_SHAPE, PURCHASE_RATE_MEAN / PURCHASE_RATE_SHAPE, n)
+    power_rate = POWER_RATE_MEDIAN * np.exp(rng.normal(0, POWER_RATE_SIGMA, n))
+    rate = np.where(power, power_rate, rate)
     rank = np.argsort(np.argsort(rate)) / max(n - 1, 1)
-    churned = rng.random(n) < 0.45 - 0.2 * rank
+    churned = rng.random(n) < np.where(power, POWER_CHURN, 0.4 - 0.2 * rank)
     first_ts = np.maximum(signup_ts, window.start_ts)
     dropout = first_ts + (rng.random(n) * (window.end_ts - first_ts)).astype(np.int64)
     log_rate = np.log(rate + 1e-9)
     z = (log_rate - log_rate.mean()) / (log_rate.std() + 1e-9)
     engagement = 0.75 * z + 0.65 * rng.normal(0, 1, n)
-    never_open = rng.random(n) < NEVER_OPEN_SHARE * 2 * _sigmoid(-engagement)
+    engagement = np.where(power, np.maximum(engagement, 1.5 + 0.4 * rng.normal(0, 1, n)), engagement)
+    never_open = ~power & (rng.random(n) < NEVER_OPEN_SHARE * 2 * _sigmoid(-engagement))
     hour = rng.choice(np.array([8.0, 12.5, 20.5]), n, p=[0.2, 0.25, 0.55])
     return {
         "purchase_rate": rate,
+        "power": power,
+        "intent": np.where(power, 1.0, rank**2),
         "dropout_ts": np.where(churned, dropout, NEVER),
-        "open_prob": np.where(never_open, 0.0, _sigmoid(-0.8 + 1.1 * engagement)),
+        "open_prob": np.where(never_open, 0.0, _sigmoid(-0.3 + 1.2 * engagement)),
         "click_prob": 0.08 + 0.3 * _sigmoid(engagement),
         "affinity": _draw_affinity(rng, n),
         "device": rng.choice(3, n, p=[0.35, 0.55, 0.10]).astype(np.int8),
@@ -602,8 +630,9 @@ def _simulate_customers(n: int, window: _Window, seed: int) -> _Customers:
     """All customer attributes; depends only on (n, window, seed)."""
     rng = _rng(seed, "customers")
     city, zone, tz_blank = _draw_geo(rng, n)
-    ident = _draw_identity(rng, n, window)
-    behaviour = _draw_behaviour(rng, n, ident["signup_ts"], window)
+    power = rng.random(n) < POWER_BUYER_SHARE
+    ident = _draw_identity(rng, n, window, power)
+    behaviour = _draw_behaviour(rng, n, ident["signup_ts"], window, power)
     return _Customers(city=city, zone=zone, tz_blank=tz_blank, **ident, **behaviour)
 
 
@@ -655,17 +684,36 @@ def latent_customer_traits(
 # --- sampling from customer preferences ---------------------------------------------------------
 
 
-def _sample_products(
-    cust_idx: np.ndarray, cum_aff: np.ndarray, catalog: _Catalog, rng: np.random.Generator
+def _sample_categories(
+    cust_idx: np.ndarray, cum_aff: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
-    """One product per row: category from the customer's affinity, then Zipf within it."""
+    """One category per row, drawn from the customer's affinity."""
     n = len(cust_idx)
-    u_cat, u_prod = rng.random(n), rng.random(n)
+    u_cat = rng.random(n)
     cat = np.empty(n, dtype=np.int64)
     for s in range(0, n, _SAMPLE_CHUNK):
         e = min(s + _SAMPLE_CHUNK, n)
         cat[s:e] = (u_cat[s:e, None] > cum_aff[cust_idx[s:e]]).sum(axis=1)
-    cat = np.minimum(cat, len(CATEGORIES) - 1)
+    return np.minimum(cat, len(CATEGORIES) - 1)
+
+
+def _sample_products(
+    cust_idx: np.ndarray,
+    cum_aff: np.ndarray,
+    catalog: _Catalog,
+    rng: np.random.Generator,
+    focus: np.ndarray | None = None,
+) -> np.ndarray:
+    """One product per row: category from the customer's affinity, then Zipf within it.
+
+    Where ``focus`` (a category per row, -1 for none) is given, the row stays in that
+    category with probability ``P_FOCUS_CATEGORY``.
+    """
+    n = len(cust_idx)
+    cat = _sample_categories(cust_idx, cum_aff, rng)
+    u_prod = rng.random(n)
+    if focus is not None:
+        cat = np.where((focus >= 0) & (rng.random(n) < P_FOCUS_CATEGORY), focus, cat)
     out = np.empty(n, dtype=np.int32)
     for c in range(len(CATEGORIES)):
         mask = cat == c
@@ -758,11 +806,15 @@ def _simulate_email(
     send_base, _ = _campaigns(window)
     unsub_ts, unsub_camp = _unsubscribe_plan(cust, send_base, window, rng)
     blocked = cust.unsubscribed & (unsub_camp < 0)
+    lo, hi = REACH_OPEN_PROB
+    engaged = np.clip((cust.open_prob - lo) / (hi - lo), 0.0, 1.0)
+    sunset = send_base[None, :] >= np.minimum(cust.dropout_ts, NEVER - SUNSET_S)[:, None] + SUNSET_S
+    reach = np.where(sunset, 0.0, engaged[:, None]) * (1 - NEWSLETTER_REACH) + NEWSLETTER_REACH
     eligible = (
         (cust.email_consent & ~blocked)[:, None]
         & (send_base[None, :] > cust.signup_ts[:, None])
         & (send_base[None, :] < unsub_ts[:, None])
-        & (rng.random((cust.n, len(send_base))) < NEWSLETTER_REACH)
+        & (rng.random((cust.n, len(send_base))) < reach)
     )
     leavers = np.flatnonzero(unsub_camp >= 0)
     eligible[leavers, unsub_camp[leavers]] = True
@@ -823,6 +875,7 @@ def _opens_and_clicks(
         "start": click_ts[to_session] + rng.integers(2, 15, int(to_session.sum())),
         "first_product": product[to_session],
         "path": len(BASE_PATHS) + len(CATEGORIES) + sends["campaign"][to_session],
+        "focus": np.full(int(to_session.sum()), -1),
     }
     return opens, clicks, sessions
 
@@ -843,13 +896,15 @@ def _zone_offsets(window: _Window) -> tuple[np.ndarray, int]:
     return table, _epoch(first)
 
 
-def _organic_sessions(cust: _Customers, window: _Window, seed: int) -> dict[str, np.ndarray]:
+def _organic_sessions(
+    cust: _Customers, cum_aff: np.ndarray, window: _Window, seed: int
+) -> dict[str, np.ndarray]:
     """Session starts: Poisson in the active period, at the customer's local preferred hour."""
     rng = _rng(seed, "sessions")
     active_from = np.maximum(cust.signup_ts, window.start_ts)
     active_to = cust.limit_ts(window)
     span = np.clip(active_to - active_from, 0, None)
-    per_day = cust.purchase_rate / 30.0 / SESSION_CONVERSION
+    per_day = cust.purchase_rate / 30.0 / cust.funnel()[-1]
     ci = np.repeat(np.arange(cust.n), rng.poisson(per_day * span / DAY))
     t0 = active_from[ci] + (rng.random(len(ci)) * span[ci]).astype(np.int64)
     offsets, table_start = _zone_offsets(window)
@@ -860,38 +915,52 @@ def _organic_sessions(cust: _Customers, window: _Window, seed: int) -> dict[str,
     keep = (start >= active_from[ci]) & (start < active_to[ci])
     ci, start = ci[keep], start[keep]
     use_category = rng.random(len(ci)) < 0.5
-    category_path = len(BASE_PATHS) + cust.affinity[ci].argmax(axis=1)
+    focus = np.where(use_category, _sample_categories(ci, cum_aff, rng), -1)
     base_path = rng.integers(0, len(BASE_PATHS), len(ci))
-    path = np.where(use_category, category_path, base_path)
-    return {"cust": ci, "start": start, "first_product": np.full(len(ci), -1), "path": path}
+    path = np.where(use_category, len(BASE_PATHS) + focus, base_path)
+    return {
+        "cust": ci,
+        "start": start,
+        "first_product": np.full(len(ci), -1),
+        "path": path,
+        "focus": focus,
+    }
 
 
-def _funnel_steps(sessions: dict[str, np.ndarray], rng: np.random.Generator):
-    """How far each session gets: number of product views, cart, checkout, order lines."""
+def _funnel_steps(sessions: dict[str, np.ndarray], cust: _Customers, rng: np.random.Generator):
+    """How far each session gets: number of product views, cart, checkout, order lines.
+
+    Bounce and cart probabilities are the customer's (see ``_Customers.funnel``). A session
+    that lands on a category page browses longer than one that lands elsewhere.
+    """
     s = len(sessions["cust"])
+    bounce, p_cart, p_checkout, p_purchase, _ = (a[sessions["cust"]] for a in cust.funnel())
     clicked_in = sessions["first_product"] >= 0
-    browse = np.where(rng.random(s) < P_BOUNCE, 0, 1 + rng.poisson(1.0, s))
+    depth = np.where(sessions["focus"] >= 0, 2 + rng.poisson(1.8, s), 1 + rng.poisson(1.0, s))
+    browse = np.where(rng.random(s) < bounce, 0, depth)
     n_views = np.where(clicked_in, 1 + rng.poisson(0.8, s), browse)
-    cart = (n_views > 0) & (rng.random(s) < P_CART)
-    checkout = cart & (rng.random(s) < P_CHECKOUT)
-    bought = checkout & (rng.random(s) < P_PURCHASE)
+    cart = (n_views > 0) & (rng.random(s) < p_cart)
+    checkout = cart & (rng.random(s) < p_checkout)
+    bought = checkout & (rng.random(s) < p_purchase)
     n_lines = np.where(bought, rng.choice([1, 2, 3], s, p=[0.7, 0.2, 0.1]), 0)
     return n_views, cart, checkout, n_lines
 
 
-def _funnel_events(sessions, catalog, cum_aff, rng) -> list[dict[str, np.ndarray]]:
+def _funnel_events(sessions, cust, catalog, cum_aff, rng) -> list[dict[str, np.ndarray]]:
     """Expand sessions into page views, product views, carts, checkouts and order lines.
 
     Each block carries ``session``, ``ordinal`` (position in the session) and ``gap``
     (seconds since the previous event of the session) besides the event columns.
     """
-    n_views, cart, checkout, n_lines = _funnel_steps(sessions, rng)
+    n_views, cart, checkout, n_lines = _funnel_steps(sessions, cust, rng)
     s = len(n_views)
     pv = _part(s, etype=PAGE_VIEW, path=sessions["path"])
     pv.update(session=np.arange(s), ordinal=np.zeros(s, np.int64), gap=np.zeros(s, np.int64))
     v_sess = np.repeat(np.arange(s), n_views)
     v_rank = _group_rank(n_views)
-    v_prod = _sample_products(sessions["cust"][v_sess], cum_aff, catalog, rng)
+    v_prod = _sample_products(
+        sessions["cust"][v_sess], cum_aff, catalog, rng, sessions["focus"][v_sess]
+    )
     first = sessions["first_product"][v_sess]
     v_prod = np.where((v_rank == 0) & (first >= 0), first, v_prod)
     views = _part(len(v_sess), etype=PRODUCT_VIEW, product=v_prod)
@@ -935,12 +1004,12 @@ def _order_lines(sessions, n_views, n_lines, last_view, catalog, cum_aff, rng):
 def _simulate_web(cust, catalog, cum_aff, click_sessions, window, seed) -> dict[str, np.ndarray]:
     """All web events, timed within their session; sessions running past drop-out are cut."""
     rng = _rng(seed, "web")
-    organic = _organic_sessions(cust, window, seed)
+    organic = _organic_sessions(cust, cum_aff, window, seed)
     sessions = {k: np.concatenate([organic[k], click_sessions[k]]) for k in organic}
     s = len(sessions["cust"])
     sticky = rng.random(s) < 0.8
     device = np.where(sticky, cust.device[sessions["cust"]], rng.integers(0, 3, s))
-    parts = _funnel_events(sessions, catalog, cum_aff, rng)
+    parts = _funnel_events(sessions, cust, catalog, cum_aff, rng)
     web = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     order = np.lexsort((web["ordinal"], web["session"]))
     web = {k: v[order] for k, v in web.items()}

@@ -55,13 +55,23 @@ def warehouse_dbt_assets(
         if isinstance(event, dg.Output):
             name = context.asset_key_for_output(event.output_name).path[-1]
             extra: dict[str, Any] = {}
-            if name in counts:
-                extra["dagster/row_count"] = counts[name]
+            relation = _relation(event.metadata, name)
+            if relation in counts:
+                extra["dagster/row_count"] = counts[relation]
             if name == "quarantined_rows" and quarantine:
                 extra["rows_by_reason"] = dg.MetadataValue.md(_reason_table(quarantine))
             yield event.with_metadata({**event.metadata, **extra})
         else:
             yield event
+
+
+def _relation(metadata: Mapping[str, Any], name: str) -> str:
+    """`schema.table` of a dbt node from its relation metadata (seeds live in `reference`)."""
+    identifier = metadata.get("dagster/table_name") or metadata.get("dagster/relation_identifier")
+    text = getattr(identifier, "value", identifier)
+    if isinstance(text, str) and text.count(".") >= 1:
+        return ".".join(text.split(".")[-2:])
+    return f"main.{name}"
 
 
 def _reason_table(rows: list[tuple[str, str, int]]) -> str:

@@ -17,24 +17,31 @@ SUMMARY_TABLES = (
     ("main", "dim_products"),
     ("main", "quarantined_rows"),
     ("main", "event_duplicates"),
+    ("main", "customer_features"),
+    ("main", "customer_feature_snapshots"),
+    ("segments", "customer_segments"),
 )
 
 
 def table_row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
-    """Row count of every base table, keyed by table name (schema `main` and `raw`)."""
+    """Row count of every base table, keyed by `schema.table`."""
     tables = con.execute(
-        """
-        select schema_name, table_name, estimated_size
-        from duckdb_tables()
-        where schema_name in ('main', 'raw', 'reference')
-        """
+        "select schema_name, table_name from duckdb_tables() where not internal and not temporary"
     ).fetchall()
-    counts: dict[str, int] = {}
-    for schema, table, _ in tables:
-        counts.setdefault(
-            table, con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
-        )
-    return counts
+    return {
+        f"{schema}.{table}": con.execute(f'select count(*) from "{schema}"."{table}"').fetchone()[0]
+        for schema, table in tables
+    }
+
+
+def segment_sizes(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
+    """(segment_type, segment, customers), largest first within each type."""
+    if not _exists(con, "segments", "customer_segments"):
+        return []
+    return con.execute(
+        "select segment_type, segment, count(*) from segments.customer_segments "
+        "group by all order by 1, 3 desc, 2"
+    ).fetchall()
 
 
 def quarantine_by_reason(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
