@@ -72,7 +72,7 @@ def run_job(root: Path, job_name: str = "full_pipeline", **kwargs) -> dg.Execute
     with pytest.MonkeyPatch.context() as mp:
         for key, value in project_env(root).items():
             mp.setenv(key, value)
-        job = defs().get_job_def(job_name)
+        job = defs().resolve_job_def(job_name)
         return job.execute_in_process(
             instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs
         )

@@ -104,3 +104,26 @@ def test_optional_csv_columns_may_be_absent(con, tmp_path):
         columns=landing.CUSTOMER_COLUMNS, required=landing.REQUIRED_CUSTOMER_COLUMNS,
     )
     assert con.execute("select customer_id, timezone from raw.customers").fetchall() == [("c1", None)]
+
+
+def test_good_generated_events_follow_the_published_json_schema(tmp_path):
+    import json
+
+    import jsonschema
+
+    from personalization_assets import paths
+    from personalization_assets.defs.ingest.sample_data import generate_sample_data
+
+    schema = json.loads((paths.PROJECT_ROOT / "contracts" / "event.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
+    manifest = generate_sample_data(tmp_path, customers=80, products=20, days=5, seed=1)
+    bad = {(row["file"], row["line"]) for row in manifest.to_dict()["injected"]
+           if row["disposition"] != "accepted"}
+    checked = 0
+    for path in sorted(tmp_path.glob("events/date=*/*.ndjson")):
+        relative = path.relative_to(tmp_path).as_posix()
+        for number, line in enumerate(path.read_text().split("\n"), start=1):
+            if line and (relative, number) not in bad:
+                validator.validate(json.loads(line))
+                checked += 1
+    assert checked > 100

@@ -110,9 +110,9 @@ def make_propensity_frame(
                     "churned_30d": (nxt > day + CHURN_HORIZON_DAYS)[member].astype(np.int8),
                     "purchased_7d": buys_soon[member].astype(np.int8),
                     "churn_baseline": _recency_rule(recency, CHURN_HORIZON_DAYS)[member],
-                    "purchase_baseline": _rate_rule(
-                        count_total, tenure, PURCHASE_HORIZON_DAYS
-                    )[member],
+                    "purchase_baseline": _rate_rule(count_total, tenure, PURCHASE_HORIZON_DAYS)[
+                        member
+                    ],
                 }
             )
         )
@@ -152,9 +152,7 @@ def make_interactions(
     cat_cdf = [np.cumsum(pop[ix]) / pop[ix].sum() for ix in cat_items]
 
     primary = rng.integers(0, n_categories, n_users)
-    secondary = np.where(
-        rng.random(n_users) < 0.5, rng.integers(0, n_categories, n_users), primary
-    )
+    secondary = np.where(rng.random(n_users) < 0.5, rng.integers(0, n_categories, n_users), primary)
     counts = rng.poisson(events_per_user, n_users) + 3
     user = np.repeat(np.arange(n_users), counts)
     total = len(user)

@@ -41,7 +41,7 @@ PROPENSITY_FEATURES = [
     "sessions_7d",
 ]
 PARAMS = PropensityParams(
-    n_estimators=300, eta=0.1, max_depth=4, early_stopping_rounds=20, seed=7, nthread=2
+    n_estimators=300, eta=0.1, max_depth=4, early_stopping_rounds=20, seed=7, nthread=1
 )
 TASKS = {
     # label, baseline column, required AUC lift over the baseline

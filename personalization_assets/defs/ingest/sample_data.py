@@ -316,7 +316,10 @@ POWER_RATE_MEDIAN, POWER_RATE_SIGMA = 8.0, 0.3  # their orders per 30 days (log-
 POWER_CHURN = 0.1
 # funnel step probabilities at intent 0 and at intent 1 (a customer's intent lies between)
 P_BOUNCE, P_CART, P_CHECKOUT, P_PURCHASE = (0.25, 0.1), (0.35, 0.85), (0.7, 0.9), (0.8, 0.95)
-P_FOCUS_CATEGORY = 0.85  # product views of a category landing session in that category
+P_CATEGORY_LANDING = 0.5  # shopping sessions that land on a favourite category's page
+P_FOCUS_CATEGORY = 0.9  # product views of a category landing session in that category
+BROWSE_RATE_MEAN, BROWSE_RATE_SHAPE = 0.4, 0.5  # window-shopping sessions per 30 days
+BROWSE_MIN_VIEWS, BROWSE_EXTRA_VIEWS, P_BROWSE_CART = 3, 2.0, 0.1
 NEWSLETTER_REACH = 0.15  # share of the weekly sends that reach unengaged subscribers
 REACH_OPEN_PROB = (0.05, 0.35)  # reach grows from there with open probability to every send
 SUNSET_S = 30 * DAY  # after that long without activity a subscriber is back on low reach
@@ -435,6 +438,7 @@ class _Customers:
     tracking_consent: np.ndarray
     unsubscribed: np.ndarray
     purchase_rate: np.ndarray
+    browse_rate: np.ndarray  # window-shopping sessions per 30 days
     power: np.ndarray  # bool: member of the power-buyer cohort
     intent: np.ndarray  # 0..1 shopping intent: higher converts a session more often
     dropout_ts: np.ndarray  # NEVER when the customer does not churn
@@ -604,6 +608,7 @@ def _draw_behaviour(
     power_rate = POWER_RATE_MEDIAN * np.exp(rng.normal(0, POWER_RATE_SIGMA, n))
     rate = np.where(power, power_rate, rate)
     rank = np.argsort(np.argsort(rate)) / max(n - 1, 1)
+    browse = rng.gamma(BROWSE_RATE_SHAPE, BROWSE_RATE_MEAN / BROWSE_RATE_SHAPE, n) * (0.5 + rank)
     churned = rng.random(n) < np.where(power, POWER_CHURN, 0.4 - 0.2 * rank)
     first_ts = np.maximum(signup_ts, window.start_ts)
     dropout = first_ts + (rng.random(n) * (window.end_ts - first_ts)).astype(np.int64)
@@ -615,8 +620,9 @@ def _draw_behaviour(
     hour = rng.choice(np.array([8.0, 12.5, 20.5]), n, p=[0.2, 0.25, 0.55])
     return {
         "purchase_rate": rate,
+        "browse_rate": browse,
         "power": power,
-        "intent": np.where(power, 1.0, rank**2),
+        "intent": np.where(power, 1.0, rank**1.5),
         "dropout_ts": np.where(churned, dropout, NEVER),
         "open_prob": np.where(never_open, 0.0, _sigmoid(-0.3 + 1.2 * engagement)),
         "click_prob": 0.08 + 0.3 * _sigmoid(engagement),
@@ -876,6 +882,7 @@ def _opens_and_clicks(
         "first_product": product[to_session],
         "path": len(BASE_PATHS) + len(CATEGORIES) + sends["campaign"][to_session],
         "focus": np.full(int(to_session.sum()), -1),
+        "browse": np.zeros(int(to_session.sum()), dtype=bool),
     }
     return opens, clicks, sessions
 
@@ -904,8 +911,11 @@ def _organic_sessions(
     active_from = np.maximum(cust.signup_ts, window.start_ts)
     active_to = cust.limit_ts(window)
     span = np.clip(active_to - active_from, 0, None)
-    per_day = cust.purchase_rate / 30.0 / cust.funnel()[-1]
-    ci = np.repeat(np.arange(cust.n), rng.poisson(per_day * span / DAY))
+    shop_per_day = cust.purchase_rate / 30.0 / cust.funnel()[-1]
+    n_shop = rng.poisson(shop_per_day * span / DAY)
+    n_browse = rng.poisson(cust.browse_rate / 30.0 * span / DAY)
+    ci = np.concatenate([np.repeat(np.arange(cust.n), n) for n in (n_shop, n_browse)])
+    browse = np.repeat(np.array([False, True]), [n_shop.sum(), n_browse.sum()])
     t0 = active_from[ci] + (rng.random(len(ci)) * span[ci]).astype(np.int64)
     offsets, table_start = _zone_offsets(window)
     off = offsets[cust.zone[ci], (t0 - table_start) // DAY]
@@ -913,8 +923,8 @@ def _organic_sessions(
     local_sec = np.clip(cust.pref_hour[ci] * 3600 + rng.normal(0, 5400, len(ci)), 0, DAY - 1)
     start = local_day * DAY + local_sec.astype(np.int64) - off
     keep = (start >= active_from[ci]) & (start < active_to[ci])
-    ci, start = ci[keep], start[keep]
-    use_category = rng.random(len(ci)) < 0.5
+    ci, start, browse = ci[keep], start[keep], browse[keep]
+    use_category = browse | (rng.random(len(ci)) < P_CATEGORY_LANDING)
     focus = np.where(use_category, _sample_categories(ci, cum_aff, rng), -1)
     base_path = rng.integers(0, len(BASE_PATHS), len(ci))
     path = np.where(use_category, len(BASE_PATHS) + focus, base_path)
@@ -924,23 +934,30 @@ def _organic_sessions(
         "first_product": np.full(len(ci), -1),
         "path": path,
         "focus": focus,
+        "browse": browse,
     }
 
 
 def _funnel_steps(sessions: dict[str, np.ndarray], cust: _Customers, rng: np.random.Generator):
     """How far each session gets: number of product views, cart, checkout, order lines.
 
-    Bounce and cart probabilities are the customer's (see ``_Customers.funnel``). A session
-    that lands on a category page browses longer than one that lands elsewhere.
+    Shopping sessions use the customer's funnel probabilities (see ``_Customers.funnel``).
+    Window-shopping sessions never bounce, view several products of one category and at
+    most leave something in the cart.
     """
     s = len(sessions["cust"])
     bounce, p_cart, p_checkout, p_purchase, _ = (a[sessions["cust"]] for a in cust.funnel())
+    browse = sessions["browse"]
     clicked_in = sessions["first_product"] >= 0
-    depth = np.where(sessions["focus"] >= 0, 2 + rng.poisson(1.8, s), 1 + rng.poisson(1.0, s))
-    browse = np.where(rng.random(s) < bounce, 0, depth)
-    n_views = np.where(clicked_in, 1 + rng.poisson(0.8, s), browse)
-    cart = (n_views > 0) & (rng.random(s) < p_cart)
-    checkout = cart & (rng.random(s) < p_checkout)
+    depth = np.where(
+        browse,
+        BROWSE_MIN_VIEWS + rng.poisson(BROWSE_EXTRA_VIEWS, s),
+        1 + rng.poisson(np.where(sessions["focus"] >= 0, 1.2, 0.7)),
+    )
+    shop = np.where(rng.random(s) < np.where(browse, 0.0, bounce), 0, depth)
+    n_views = np.where(clicked_in, 1 + rng.poisson(0.8, s), shop)
+    cart = (n_views > 0) & (rng.random(s) < np.where(browse, P_BROWSE_CART, p_cart))
+    checkout = cart & ~browse & (rng.random(s) < p_checkout)
     bought = checkout & (rng.random(s) < p_purchase)
     n_lines = np.where(bought, rng.choice([1, 2, 3], s, p=[0.7, 0.2, 0.1]), 0)
     return n_views, cart, checkout, n_lines

@@ -26,8 +26,12 @@ meaningless model when there are fewer than three as-of dates, too few rows or
 positives, or only one class in a fold.
 
 Threads: XGBoost uses ``PropensityParams.nthread`` OpenMP threads (default 2,
-matching the 2-core deployment target). Results are deterministic for fixed
-``seed`` and ``nthread``.
+matching the 2-core deployment target). When the other core is busy (e.g. dbt or a
+second asset running), set ``nthread=1``: OpenMP threads spin-wait on each other and
+two threads on one free core were 3-8x *slower* than one in our tests. Results are
+deterministic for a fixed ``seed``; with ``hist`` they also matched bit for bit
+between ``nthread`` 1 and 2 on our data, which is why ``nthread`` is not part of
+:func:`model_version`.
 """
 
 from __future__ import annotations

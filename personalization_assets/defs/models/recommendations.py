@@ -185,6 +185,14 @@ def _as_of_like(as_of: Any, ts: pd.Series) -> pd.Timestamp:
     return as_of
 
 
+def _lookup(values: pd.Series, table: Mapping[Any, float], default: float = 0.0) -> np.ndarray:
+    """``table[value]`` per row as float64 (``default`` if absent/null); one dict lookup
+    per distinct value, so it is cheap on tens of millions of categorical event rows."""
+    codes, uniques = pd.factorize(values)
+    per_value = np.array([float(table.get(u, default)) for u in uniques] + [default])
+    return per_value[codes]  # code -1 (null) picks the trailing default
+
+
 def _ordered_ids(values: pd.Series, base: np.ndarray | None) -> np.ndarray:
     """Sorted unique ids (deterministic regardless of row order), appended to ``base``."""
     uniques = pd.Index(pd.unique(values))
@@ -223,10 +231,7 @@ def build_matrix(
         as_of = ts.max() if len(ts) else pd.Timestamp.now()
     as_of = _as_of_like(as_of, ts)
 
-    event_weight = (
-        interactions["event_type"].astype(object).map(weights.event_weights).astype(np.float64)
-    )
-    event_weight = event_weight.fillna(0.0).to_numpy()
+    event_weight = _lookup(interactions["event_type"], weights.event_weights)
     keep = (ts <= as_of).to_numpy() & (event_weight > 0)
     events = interactions.loc[keep, ["customer_id", "product_id", "event_type"]]
     value = event_weight[keep]
@@ -246,7 +251,8 @@ def build_matrix(
     known = cols >= 0
     dropped = int((~known).sum())
     rows, cols, value = rows[known], cols[known], value[known]
-    is_purchase = events["event_type"].isin(weights.purchase_event_types).to_numpy()[known]
+    purchase_types = dict.fromkeys(weights.purchase_event_types, 1.0)
+    is_purchase = _lookup(events["event_type"], purchase_types)[known] > 0
 
     shape = (len(user_ids), len(item_ids))
     raw = sp.csr_matrix((value, (rows, cols)), shape=shape, dtype=np.float64)
@@ -310,9 +316,7 @@ def top_category_by_customer(
     """customer_id -> category with the largest summed event weight (ties: first by name)."""
     weights = weights or InteractionWeights()
     ts = pd.to_datetime(interactions["event_ts"])
-    frame = interactions.assign(
-        _w=interactions["event_type"].astype(object).map(weights.event_weights).fillna(0.0)
-    )
+    frame = interactions.assign(_w=_lookup(interactions["event_type"], weights.event_weights))
     if as_of is not None:
         frame = frame.loc[(ts <= _as_of_like(as_of, ts)).to_numpy()]
     frame = frame.loc[frame["_w"] > 0].merge(
@@ -392,8 +396,8 @@ def users_with_new_events(
     """Row indices (sorted) of matrix users with a weighted event in ``(since, as_of]``."""
     ts = pd.to_datetime(interactions["event_ts"])
     since = _as_of_like(since, ts)
-    weight = interactions["event_type"].astype(object).map(matrix.weights.event_weights)
-    mask = ((ts > since) & (ts <= matrix.as_of)).to_numpy() & (weight.fillna(0.0) > 0).to_numpy()
+    weight = _lookup(interactions["event_type"], matrix.weights.event_weights)
+    mask = ((ts > since) & (ts <= matrix.as_of)).to_numpy() & (weight > 0)
     rows = matrix.user_rows(pd.unique(interactions.loc[mask, "customer_id"]))
     return np.sort(rows[rows >= 0])
 
@@ -501,15 +505,18 @@ def _fallback_rows(
 
 
 _COLUMNS = ["customer_id", "rank", "product_id", "score", "source"]
+_SOURCES = [SOURCE_ALS, SOURCE_CATEGORY, SOURCE_POPULAR]
 
 
 def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
     frames = [f for f in frames if len(f)]
-    if not frames:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in _COLUMNS}).astype(
+    if frames:
+        out = pd.concat(frames, ignore_index=True)[_COLUMNS]
+    else:
+        out = pd.DataFrame({c: pd.Series(dtype=object) for c in _COLUMNS}).astype(
             {"rank": np.int64, "score": np.float64}
         )
-    return pd.concat(frames, ignore_index=True)[_COLUMNS]
+    return out.assign(source=pd.Categorical(out["source"], categories=_SOURCES))
 
 
 def recommend_top_n(
@@ -536,7 +543,7 @@ def recommend_top_n(
       ``catalog`` with ``in_stock`` false are added.
     * ``customer_top_category`` + ``catalog``: cold-start customers with a known top
       category get that category's popular items first.
-    ALS lists cut short by the filters are topped up with popular items (``'popular'``).
+    A list is shorter than ``n`` only when fewer than ``n`` items remain after filtering.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -565,7 +572,6 @@ def recommend_top_n(
     is_als[is_als] = trained[rows[is_als]]
 
     popular = _popular_order(matrix, oos_cols)
-    top_pop = matrix.item_popularity[popular[0]] if len(popular) else 1.0
     frames: list[pd.DataFrame] = []
 
     als_rows = rows[is_als]
@@ -595,22 +601,6 @@ def recommend_top_n(
                 }
             )
         )
-        for pos in np.flatnonzero(counts < n):  # filters left fewer than n ALS items
-            row = chunk[pos]
-            taken = ids[pos][valid[pos]]
-            exclude = taken if bought is None else np.union1d(taken, bought[row].indices)
-            extra = popular[~np.isin(popular, exclude)][: n - counts[pos]]
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "customer_id": np.repeat(matrix.user_ids[row : row + 1], len(extra)),
-                        "rank": np.arange(counts[pos] + 1, counts[pos] + 1 + len(extra)),
-                        "product_id": matrix.item_ids[extra],
-                        "score": matrix.item_popularity[extra] / top_pop,
-                        "source": SOURCE_POPULAR,
-                    }
-                )
-            )
 
     cold_ids = wanted_ids[~is_als]
     if len(cold_ids):
@@ -639,6 +629,8 @@ def recommend_top_n(
         )
 
     out = _concat(frames)
+    if customers is None:  # ALS users only, already in matrix row order
+        return out
     order = pd.Index(wanted_ids).get_indexer(out["customer_id"])
     out = out.assign(_o=order).sort_values(["_o", "rank"], kind="stable")
     return out.drop(columns="_o").reset_index(drop=True)
