@@ -16,6 +16,7 @@ CONFIG_DIR_ENV = "PERSONALIZATION_CONFIG_DIR"
 LANDING_DIR_ENV = "PERSONALIZATION_LANDING_DIR"
 DUCKDB_PATH_ENV = "PERSONALIZATION_DUCKDB_PATH"
 OUTPUT_DIR_ENV = "PERSONALIZATION_OUTPUT_DIR"
+MODELS_DIR_ENV = "PERSONALIZATION_MODELS_DIR"
 
 
 def _from_env(name: str, default: Path) -> Path:
@@ -41,3 +42,8 @@ def duckdb_path() -> Path:
 def output_dir() -> Path:
     """Files the graph writes for people and other systems (payload JSONL, previews)."""
     return _from_env(OUTPUT_DIR_ENV, PROJECT_ROOT / "data" / "output")
+
+
+def models_dir() -> Path:
+    """Model artifacts (XGBoost JSON, ALS factors), one folder per model."""
+    return _from_env(MODELS_DIR_ENV, PROJECT_ROOT / "data" / "models")

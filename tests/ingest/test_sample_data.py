@@ -11,11 +11,14 @@ from collections import Counter, defaultdict
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import duckdb
 import numpy as np
+import pandas as pd
 import pytest
 
 from personalization_assets.defs.ingest.sample_data import (
     CATEGORY_NAMES,
+    CITIES,
     CUSTOMER_COLUMNS,
     CUSTOMER_INJECTIONS,
     EVENT_INJECTIONS,
@@ -32,6 +35,8 @@ from personalization_assets.defs.ingest.sample_data import (
 SMALL = {"customers": 300, "products": 60, "days": 20, "seed": 7}
 TINY = {"customers": 50, "products": 10, "days": 7, "seed": 3, "files_per_day": 3}
 SIGNAL = {"customers": 3000, "products": 300, "days": 90, "seed": 11, "bad_fraction": 0.0}
+SEGMENTS = {"customers": 2000, "products": 200, "days": 120, "seed": 42}
+URBAN_CITIES = Path(__file__).resolve().parents[2] / "dbt_project/seeds/urban_cities.csv"
 WEB_TYPES = {"page_view", "product_view", "add_to_cart", "checkout", "purchase"}
 EMAIL_TYPES = {"email_send", "email_open", "email_click", "unsubscribe"}
 PRODUCT_TYPES = {"product_view", "add_to_cart", "purchase"}
@@ -493,6 +498,134 @@ def test_product_popularity_is_skewed(signal):
     assert counts[: len(counts) // 10].sum() > 0.3 * counts.sum()
 
 
+# --- marketing segments ---------------------------------------------------------------------------
+
+# Per customer, as of the latest good event: orders in the last 90 days / 3, unique open rate
+# over the last 90 days (NULL without sends), most product views of one category in the last
+# 24 hours, whether they opened an email in the last 30 days, and orders over the whole window.
+_SEGMENT_SQL = """
+WITH cutoff AS (SELECT max(ts) AS t FROM events),
+recent AS (
+    SELECT e.* FROM events e, cutoff
+    WHERE e.ts > cutoff.t - INTERVAL 90 DAY AND e.ts <= cutoff.t
+),
+orders AS (
+    SELECT user_id, count(DISTINCT order_id) / 3.0 AS purchases_per_month
+    FROM recent WHERE event_type = 'purchase' GROUP BY user_id
+),
+email AS (
+    SELECT user_id,
+        count(DISTINCT campaign_id) FILTER (WHERE event_type = 'email_open')
+            / count(DISTINCT campaign_id) FILTER (WHERE event_type = 'email_send')
+            AS open_rate
+    FROM recent WHERE event_type IN ('email_send', 'email_open') GROUP BY user_id
+    HAVING count(*) FILTER (WHERE event_type = 'email_send') > 0
+),
+opened AS (
+    SELECT DISTINCT user_id FROM recent, cutoff
+    WHERE event_type = 'email_open' AND ts > cutoff.t - INTERVAL 30 DAY
+),
+views AS (
+    SELECT user_id, max(n) AS category_views FROM (
+        SELECT user_id, category, count(*) AS n FROM recent, cutoff
+        WHERE event_type = 'product_view' AND ts > cutoff.t - INTERVAL 24 HOUR
+        GROUP BY user_id, category
+    ) GROUP BY user_id
+),
+lifetime AS (
+    SELECT user_id, count(DISTINCT order_id) AS orders
+    FROM events WHERE event_type = 'purchase' GROUP BY user_id
+)
+SELECT c.customer_id, c.city,
+    coalesce(o.purchases_per_month, 0) AS purchases_per_month,
+    m.open_rate,
+    coalesce(v.category_views, 0) AS category_views,
+    p.user_id IS NOT NULL AS opened_30d,
+    coalesce(l.orders, 0) AS orders
+FROM customers c
+LEFT JOIN orders o ON o.user_id = c.customer_id
+LEFT JOIN email m ON m.user_id = c.customer_id
+LEFT JOIN opened p ON p.user_id = c.customer_id
+LEFT JOIN views v ON v.user_id = c.customer_id
+LEFT JOIN lifetime l ON l.user_id = c.customer_id
+ORDER BY c.customer_id
+"""
+
+
+def _segment_frame(root: Path, manifest: SampleManifest) -> pd.DataFrame:
+    """Segment inputs per customer from the good event lines and good CRM rows."""
+    planted = _planted(manifest, "events")
+    rows = []
+    for file, number, text in _event_lines(root):
+        if (file, number) not in planted:
+            e = json.loads(text)
+            order_id = e["properties"].get("order_id")
+            rows.append(
+                (e["user_id"], e["event_type"], e["timestamp"], e["category"])
+                + (e["campaign_id"], order_id)
+            )
+    columns = ["user_id", "event_type", "ts", "category", "campaign_id", "order_id"]
+    events = pd.DataFrame(rows, columns=columns)
+    events["ts"] = pd.to_datetime(events["ts"], utc=True)
+    header, values = _csv_rows(root / "crm/customers.csv")
+    planted_customers = _planted(manifest, "customers").items()
+    bad = {line for (_, line), e in planted_customers if e["disposition"] != "accepted"}
+    customers = pd.DataFrame(
+        [v for number, v in enumerate(values, start=1) if number not in bad], columns=header
+    )
+    con = duckdb.connect()
+    con.register("events", events)
+    con.register("customers", customers[["customer_id", "city"]])
+    frame = con.execute(_SEGMENT_SQL).df()
+    con.close()
+    _, urban = _csv_rows(URBAN_CITIES)
+    frame["urban"] = frame["city"].isin({row[0] for row in urban})
+    return frame
+
+
+def _segments(f: pd.DataFrame) -> dict[str, pd.Series]:
+    """Member masks of the shipped segments (same thresholds as the product's rules)."""
+    ppm, rate = f["purchases_per_month"], f["open_rate"]
+    return {
+        "frequent_engaged": (ppm > 5) & (rate > 0.5),
+        "frequent_buyers_urban": (ppm >= 2) & f["urban"],
+        "engaged_browsers": f["category_views"] > 3,
+        "dormant": ~f["opened_30d"],
+        "infrequent": (ppm < 2) | (rate.fillna(0) < 0.1),
+    }
+
+
+@pytest.fixture(scope="module")
+def segment_inputs(tmp_path_factory) -> pd.DataFrame:
+    """Segment inputs per customer for a 2,000-customer, 120-day shop."""
+    root = tmp_path_factory.mktemp("segments")
+    return _segment_frame(root, generate_sample_data(root, **SEGMENTS))
+
+
+def test_generator_urban_cities_are_in_the_seed():
+    _, urban = _csv_rows(URBAN_CITIES)
+    assert {c[1] for c in CITIES if c[3]} <= {row[0] for row in urban}
+
+
+def test_every_marketing_segment_has_members(segment_inputs):
+    """The shop is dense enough for every segment the product ships (as of the last event)."""
+    f = segment_inputs
+    sizes = {name: int(mask.sum()) for name, mask in _segments(f).items()}
+    assert all(size > 0 for size in sizes.values()), sizes
+    n = len(f)
+    assert 0.25 < sizes["dormant"] / n < 0.65, sizes  # far from everyone
+    assert sizes["infrequent"] / n > 0.8, sizes  # most customers
+    assert 0.28 < f["open_rate"].mean() < 0.45  # mean unique open rate over 90 days
+
+
+def test_purchases_are_common_and_heavy_tailed(segment_inputs):
+    orders = segment_inputs["orders"]
+    assert 0.33 < (orders > 0).mean() < 0.55
+    per_buyer = orders[orders > 0]
+    assert (per_buyer >= 2).mean() > 0.4  # repeat purchases are common
+    assert np.quantile(per_buyer, 0.99) >= 5 * np.median(per_buyer)
+
+
 # --- CLI and scale -------------------------------------------------------------------------------
 
 
@@ -527,7 +660,7 @@ def test_demo_scale_runs_quickly(tmp_path):
         pytest.skip(f"demo scale took {elapsed:.1f}s on this machine")
     counts = manifest.counts
     assert counts["customers_rows"] > 5000 and counts["products_rows"] > 500
-    assert 5 * 5000 < counts["event_lines"] < 25 * 5000
+    assert 5 * 5000 < counts["event_lines"] < 40 * 5000
     assert counts["event_files"] == 120
 
 

@@ -1,30 +1,34 @@
 {#-
-  As-of dates for training snapshots: `snapshot_count` dates, `snapshot_spacing_days` apart, the
-  latest `snapshot_label_horizon_days` before the current as-of so every snapshot has a label
-  window. Models train on the earlier ones and evaluate on the latest.
+  As-of dates for training snapshots, per label horizon: `snapshot_count` dates
+  `snapshot_spacing_days` apart, the latest one a full horizon before the current as-of (so its
+  label window is observed), none earlier than `snapshot_min_history_days` after the first event.
 -#}
 
-with current_as_of as (
+with bounds as (
 
-    select as_of from {{ ref('feature_as_of') }}
+    select
+        (select as_of from {{ ref('feature_as_of') }}) as data_end,
+        (select min(event_ts) from {{ ref('fct_events') }}) as data_start
 
 ),
 
-offsets as (
+candidates as (
 
+    {% for horizon in var('label_horizons_days') %}
+    {% set horizon_loop = loop %}
     {% for i in range(var('snapshot_count') | int) %}
-    select {{ i }} as snapshot_index
-    {% if not loop.last %}union all{% endif %}
+    select
+        {{ horizon }} as horizon_days,
+        {{ i }} as snapshot_index,
+        {{ dbt.dateadd('day', -1 * (horizon | int + i * var('snapshot_spacing_days') | int), 'bounds.data_end') }} as as_of
+    from bounds
+    {% if not (loop.last and horizon_loop.last) %}union all{% endif %}
+    {% endfor %}
     {% endfor %}
 
 )
 
-select
-    offsets.snapshot_index,
-    {{ dbt.dateadd(
-        'day',
-        '-1 * (' ~ var('snapshot_label_horizon_days') ~ ' + offsets.snapshot_index * ' ~ var('snapshot_spacing_days') ~ ')',
-        'current_as_of.as_of'
-    ) }} as as_of
-from offsets
-cross join current_as_of
+select distinct cast(candidates.as_of as timestamp) as as_of
+from candidates
+cross join bounds
+where candidates.as_of >= {{ dbt.dateadd('day', var('snapshot_min_history_days') | int, 'bounds.data_start') }}

@@ -9,10 +9,11 @@ API
 ---
 ::
 
-    renderer = EmailRenderer(RendererConfig("templates", brand={...}, base_url="https://shop.example"))
-    renderer.validate_template("newsletter")          # compile check; raises TemplateRenderError
-    email = renderer.render("newsletter", context)    # RenderedEmail, or raises TemplateRenderError
-    results = renderer.render_many("newsletter", contexts)   # list[RenderedEmail | TemplateRenderError]
+    config = RendererConfig("templates", brand={...}, base_url="https://shop.example")
+    renderer = EmailRenderer(config)
+    renderer.validate_template("newsletter")        # compile check; raises TemplateRenderError
+    email = renderer.render("newsletter", context)  # RenderedEmail; raises TemplateRenderError
+    results = renderer.render_many("newsletter", contexts)  # [RenderedEmail | TemplateRenderError]
 
 ``RenderedEmail`` has ``subject``, ``preheader`` (plain one-line strings), ``html`` (CSS inlined
 into ``style=""`` attributes), ``text`` (plain-text alternative, links kept as URLs),
@@ -67,8 +68,9 @@ How a template is compiled (once per template, cached)
    its own so syntax errors point at the real file and line.
 2. The inheritance chain is flattened at source level: ``{% extends %}``/``{% block %}``
    (including ``{{ super() }}``) and literal ``{% include %}`` are resolved into one HTML
-   document. Top-level ``{% set %}``/``{% import %}``/``{% from %}``/``{% macro %}`` of child
-   templates are hoisted in front, as Jinja runs them before the layout.
+   document. Top-level ``{% set %}`` (also inside a top-level ``{% if %}``), ``{% import %}``,
+   ``{% from %}`` and ``{% macro %}`` of child templates are hoisted in front, as Jinja runs
+   them before the layout.
 3. CSS inlining is done on that *template source*, once: every Jinja tag is swapped for a
    placeholder (an HTML comment ``<!--\\ue000N\\ue001-->`` between elements, so the HTML5 parser
    cannot foster-parent ``{% for %}`` out of a ``<table>``; a bare private-use marker inside
@@ -87,8 +89,12 @@ How a template is compiled (once per template, cached)
 
 Rendering therefore runs at raw Jinja2 speed: no per-recipient HTML parsing, CSS work or
 HTML-to-text conversion. Autoescaping stays on for the HTML; the sandbox is
-``ImmutableSandboxedEnvironment`` (with a fast path for attribute access on plain dicts, which
-returns the dict item first; it never exposes anything a sandboxed item lookup would not).
+``ImmutableSandboxedEnvironment``. Two small speed-ups on top of stock Jinja: ``obj.key`` on a
+plain dict reads the item first (the stock sandbox raises and catches an AttributeError for
+every ``product.name``; dict items are data, so nothing new is exposed), and the compiled
+template's output escaping returns the escaped ``str`` instead of wrapping every value in a
+``Markup`` object that is only ever joined into the page (same escaping, ``markupsafe``'s C
+helper).
 
 Template restrictions that follow from compiling this way (each is reported as an error with the
 file and line, except the last two):
@@ -104,19 +110,19 @@ file and line, except the last two):
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
-from functools import lru_cache, partial
 from urllib.parse import urljoin, urlsplit
 
 import css_inline
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError, nodes
-from jinja2.compiler import CodeGenerator, Frame, optimizeconst
+from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError
 from jinja2.exceptions import UndefinedError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
@@ -235,13 +241,12 @@ _SMART_DOUBLE = "\u201c\u201d\u201e\u201f\uff02"
 _SMART_SINGLE = "\u2018\u2019\u201a\u201b\uff07"
 _ODD_SPACES = "\u00a0\u2007\u202f\u3000"
 _ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
-_EDITOR_ARTEFACTS_RE = re.compile(
-    f"[{_SMART_DOUBLE}{_SMART_SINGLE}{_ODD_SPACES}{_ZERO_WIDTH}]"
-)
+_EDITOR_ARTEFACTS_RE = re.compile(f"[{_SMART_DOUBLE}{_SMART_SINGLE}{_ODD_SPACES}{_ZERO_WIDTH}]")
 _OPEN_RE = re.compile(r"\{[{%#]")
 _STMT_RE = re.compile(r"\{%[-+]?\s*([A-Za-z_]\w*)?\s*(.*?)\s*[-+]?%\}\Z", re.S)
 _ENDRAW_RE = re.compile(r"\{%[-+]?\s*endraw\s*[-+]?%\}")
 _EXPR_RE = re.compile(r"\{\{([-+]?)(.*?)([-+]?)\}\}\Z", re.S)
+_SUPER_CALL_RE = re.compile(r"(?<![\w.])super\s*\(")
 _SUPER_RE = re.compile(r"\{\{[-+]?\s*super\(\s*\)\s*[-+]?\}\}\Z")
 _LITERAL_ARG_RE = re.compile(
     r"""(?P<q>["'])(?P<name>[^"']+)(?P=q)"""
@@ -262,6 +267,11 @@ class _Piece:
     arg: str = ""
 
 
+def _is_apostrophe(text: str, pos: int) -> bool:
+    """A typographic single quote followed by a letter is an apostrophe (It’s), not a closer."""
+    return text[pos] in _SMART_SINGLE and pos + 1 < len(text) and text[pos + 1].isalnum()
+
+
 def _find_tag_end(source: str, pos: int, closer: str) -> int:
     """Index just past ``closer``, skipping string literals (ASCII or typographic quotes)."""
     n = len(source)
@@ -272,7 +282,7 @@ def _find_tag_end(source: str, pos: int, closer: str) -> int:
             if c == "\\":
                 pos += 2
                 continue
-            if c in quote_closers:
+            if c in quote_closers and not _is_apostrophe(source, pos):
                 quote_closers = ""
         elif c == '"' or c == "'":
             quote_closers = c
@@ -349,21 +359,19 @@ def _normalise_tag(src: str) -> str:
                 out.append(src[i : i + 2])
                 i += 2
                 continue
-            if c in closers:
+            if c in closers and not _is_apostrophe(src, i):
                 out.append(quote)
                 closers = ""
-            elif c == quote:  # an ASCII quote inside a string opened by a typographic one
-                out.append("\\" + c)
             else:
                 out.append(c)
         elif c == '"' or c == "'":
             quote = closers = c
             out.append(c)
-        elif c in _SMART_DOUBLE:
-            quote, closers = '"', _SMART_DOUBLE
+        elif c in _SMART_DOUBLE:  # closed by any double quote, typographic or not (“x" too)
+            quote, closers = '"', _SMART_DOUBLE + '"'
             out.append('"')
         elif c in _SMART_SINGLE:
-            quote, closers = "'", _SMART_SINGLE
+            quote, closers = "'", _SMART_SINGLE + "'"
             out.append("'")
         elif c in _ODD_SPACES:
             out.append(" ")
@@ -492,9 +500,7 @@ class _Flattener:
             seen.add(current)
             tree = _tree(self.load(current, via))
             chain.append((current, tree))
-            parent = next(
-                (n for n in tree if isinstance(n, _Piece) and n.tag == "extends"), None
-            )
+            parent = next((n for n in tree if isinstance(n, _Piece) and n.tag == "extends"), None)
             if parent is None:
                 break
             via, current = parent, _literal_target(parent)
@@ -558,12 +564,15 @@ class _Flattener:
                     self.expand_block(node.name, 0, defs, stack, out)
             elif node.kind == "stmt" and node.tag == "include":
                 target = _literal_target(node)
+                if "ignore missing" in " ".join(node.arg.split()):
+                    try:
+                        self.env.loader.get_source(self.env, target)  # type: ignore[union-attr]
+                    except TemplateNotFound:
+                        continue
                 flat = self.flatten(target, (*stack, target), node)
                 out.extend(flat.prelude)
                 out.extend(flat.body)
-            elif node.kind == "stmt" and node.tag == "extends":
-                continue
-            elif node.kind == "comment":
+            elif node.kind == "stmt" and node.tag == "extends" or node.kind == "comment":
                 continue
             else:
                 out.append(node)
@@ -578,7 +587,7 @@ class _Flattener:
     ) -> None:
         chain = defs[name]
         for node in chain[level].body:
-            if isinstance(node, _Piece) and node.kind == "expr" and "super" in node.src:
+            if isinstance(node, _Piece) and node.kind == "expr" and _SUPER_CALL_RE.search(node.src):
                 if not _SUPER_RE.match(node.src):
                     raise TemplateRenderError(
                         "super() is supported only on its own: {{ super() }}",
@@ -810,8 +819,21 @@ _BLOCK_BREAK_1 = frozenset(
 )
 _SKIP_TAGS = frozenset({"head", "style", "script", "title", "template", "noscript"})
 _VOID_TAGS = frozenset(
-    {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
-     "track", "wbr"}
+    {
+        "area",
+        "base",
+        "br",
+        "col",
+        "embed",
+        "hr",
+        "img",
+        "input",
+        "link",
+        "meta",
+        "source",
+        "track",
+        "wbr",
+    }
 )
 
 
@@ -825,11 +847,11 @@ class _TextConverter(HTMLParser):
         self.pending_nl = 0
         self.pending_space = False
         self.line_has_content = False
-        self.any_content = False
         self.content_count = 0
         self.skip_tag: str | None = None
         self.skip_depth = 0
         self.links: list[tuple[str | None, int, int]] = []
+        self.loops: list[tuple[int, int]] = []  # open loops: (body start, break pending before)
 
     # -- helpers
     def _hidden(self, value: str | None) -> None:
@@ -842,7 +864,9 @@ class _TextConverter(HTMLParser):
                 self.items.append(("c", idx))
 
     def _flush(self) -> None:
-        if self.pending_nl and self.any_content:
+        # Leading newlines are kept: inside a loop body they separate the iterations (the
+        # renderer strips the text's ends at runtime).
+        if self.pending_nl:
             self.items.append(("s", "\n" * self.pending_nl))
             self.line_has_content = False
         elif self.pending_space and self.line_has_content:
@@ -853,8 +877,26 @@ class _TextConverter(HTMLParser):
     def _content(self, item: tuple[str, Any]) -> None:
         self._flush()
         self.items.append(item)
-        self.line_has_content = self.any_content = True
+        self.line_has_content = True
         self.content_count += 1
+
+    def _end_loop_body(self) -> None:
+        """Make the iterations of a loop come out separated.
+
+        The code of a loop body is emitted once but runs per item. A separator pending at the
+        end of the body is normally emitted by the next content (after the loop, or at the top
+        of the next iteration when the body starts with a block element); if the body does not
+        start with a line break, the separator has to go inside the loop instead.
+        """
+        start, outer_nl = self.loops.pop() if self.loops else (len(self.items), 0)
+        first = next((v for k, v in self.items[start:] if k == "s"), "")
+        body_nl = len(first) - len(first.lstrip("\n"))
+        if outer_nl > body_nl:  # the break before the loop, less what each iteration starts with
+            self.items.insert(start - 1, ("s", "\n" * (outer_nl - body_nl)))
+        if (self.pending_nl and not body_nl) or (
+            self.pending_space and not self.pending_nl and not first.startswith((" ", "\n"))
+        ):
+            self._flush()
 
     def _block(self, n: int) -> None:
         self.pending_nl = max(self.pending_nl, n)
@@ -864,10 +906,16 @@ class _TextConverter(HTMLParser):
         for m in _PH_BARE_RE.finditer(value):
             self._static(value[pos : m.start()])
             idx = int(m.group(1))
-            if self.constructs[idx].kind == "stmt":
-                self.items.append(("c", idx))
-            else:
+            piece = self.constructs[idx]
+            if piece.kind != "stmt":
                 self._content(("c", idx))
+            else:
+                if piece.tag == "endfor":
+                    self._end_loop_body()
+                self.items.append(("c", idx))
+                if piece.tag == "for":  # the break pending before the loop is not the body's
+                    self.loops.append((len(self.items), self.pending_nl))
+                    self.pending_nl = 0
             pos = m.end()
         self._static(value[pos:])
 
@@ -1010,7 +1058,7 @@ _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _SAFE_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
 _BAD_HEADER_URL_RE = re.compile(r"[\s<>\"]")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
-_TRAILING_SPACE_RE = re.compile(r"[ \t]+\n")
+_LINE_END_SPACE_RE = re.compile(r"[ \t]*\n[ \t]*")
 
 
 def _money(value: Any, currency: Any = None) -> str:
@@ -1021,10 +1069,8 @@ def _money(value: Any, currency: Any = None) -> str:
         pass
     text = _format_money(value, currency)
     if len(_MONEY_CACHE) < 65536:
-        try:
+        with contextlib.suppress(TypeError):  # unhashable value: just not cached
             _MONEY_CACHE[(value, currency)] = text
-        except TypeError:  # unhashable value
-            pass
     return text
 
 
@@ -1062,9 +1108,9 @@ def _make_abs_url(base_url: str) -> Any:
 
 def _text_value(value: Any) -> str:
     """Output filter of the text part: the value as plain text, HTML tags removed."""
-    s = value if type(value) is str else str(value)
     if isinstance(value, Markup):
         return value.striptags()
+    s = value if type(value) is str else str(value)
     if "<" in s:
         s = _TAG_STRIP_RE.sub("", s)
     return s
@@ -1110,28 +1156,6 @@ def _header_text(raw: Any, what: str, warnings: list[str]) -> str:
     return s
 
 
-class _CodeGenerator(CodeGenerator):
-    """Compiles ``obj.attr`` with an inline fast path for plain dicts.
-
-    Stock Jinja emits ``environment.getattr(obj, "attr")`` for every ``product.name``: a method
-    call that, in the sandbox, first tries (and fails) ``getattr(dict, "name")``. The contexts
-    here are plain dicts, so the generated code reads the key directly when ``obj`` is exactly
-    a ``dict`` holding it, and calls the sandbox's ``getattr`` otherwise. Dict items are data,
-    so this exposes nothing the sandbox's own item lookup would not.
-    """
-
-    @optimizeconst
-    def visit_Getattr(self, node: nodes.Getattr, frame: Frame) -> None:
-        if self.environment.is_async:  # pragma: no cover - the renderer is synchronous
-            super().visit_Getattr(node, frame)
-            return
-        tmp = self.temporary_identifier()
-        attr = repr(node.attr)
-        self.write(f"({tmp}[{attr}] if type({tmp} := ")
-        self.visit(node.node, frame)
-        self.write(f") is dict and {attr} in {tmp} else environment.getattr({tmp}, {attr}))")
-
-
 class _EmailSandbox(ImmutableSandboxedEnvironment):
     """Immutable sandbox with a fast path for ``obj.key`` on plain dicts.
 
@@ -1139,8 +1163,6 @@ class _EmailSandbox(ImmutableSandboxedEnvironment):
     AttributeError for every ``product.name``; the context is plain dicts, so look the key up
     first. A missing key falls back to the normal (safe) lookup, so ``d.items()`` still works.
     """
-
-    code_generator_class = _CodeGenerator
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
@@ -1170,7 +1192,9 @@ class _Compiled:
     mtimes: dict[str, float]
 
     def origin(self, lineno: int) -> list[tuple[_Piece, int]]:
-        return [(p, p.line + (lineno - start)) for start, end, p in self.spans if start <= lineno <= end]
+        return [
+            (p, p.line + (lineno - start)) for start, end, p in self.spans if start <= lineno <= end
+        ]
 
 
 class EmailRenderer:
@@ -1323,10 +1347,8 @@ class EmailRenderer:
         template.root_render_func.__globals__["escape"] = _fast_escape
         mtimes = {}
         for filename_ in flat.files.values():
-            try:
+            with contextlib.suppress(OSError):
                 mtimes[filename_] = Path(filename_).stat().st_mtime
-            except OSError:
-                pass
         return _Compiled(name, template, builder.spans, mtimes)
 
     # -- rendering
@@ -1367,8 +1389,8 @@ class EmailRenderer:
         if brand is not None and self._brand and isinstance(brand, Mapping):
             context = {**context, "brand": {**self._brand, **brand}}
         template = compiled.template
-        ctx = template.new_context(context)
         try:
+            ctx = template.new_context(context)
             for _ in template.root_render_func(ctx):
                 pass
         except Exception as exc:
@@ -1384,10 +1406,10 @@ class EmailRenderer:
                 customer_id=_customer_id(context),
             )
         text = str(values["_email_text"]).strip()
+        if " \n" in text or "\n " in text or "\t\n" in text:
+            text = _LINE_END_SPACE_RE.sub("\n", text)
         if "\n\n\n" in text:
             text = _MANY_NEWLINES_RE.sub("\n\n", text)
-        if " \n" in text or "\t\n" in text:
-            text = _TRAILING_SPACE_RE.sub("\n", text)
         headers = self._headers(compiled, context, warnings)
         return RenderedEmail(
             subject, preheader, str(values["_email_html"]), text, headers, warnings
@@ -1433,9 +1455,9 @@ class EmailRenderer:
     def _runtime_error(
         self, compiled: _Compiled, exc: Exception, context: Mapping[str, Any]
     ) -> TemplateRenderError:
-        customer_id = _customer_id(context)
-        if isinstance(exc, TemplateRenderError):
-            return exc
+        """Turn an exception from inside the template into an error naming file and line."""
+        # The innermost frame of compiled template code tells the line (Jinja's debug info);
+        # for the combined template the source map turns that into the original file/line.
         frame_template, py_line = None, 0
         tb = exc.__traceback__
         while tb is not None:
@@ -1444,14 +1466,15 @@ class EmailRenderer:
                 frame_template, py_line = t, tb.tb_lineno
             tb = tb.tb_next
         name, lineno = compiled.name, None
-        if frame_template is not None:
-            jinja_line = frame_template.get_corresponding_lineno(py_line)
-            if frame_template is compiled.template:
-                origins = compiled.origin(jinja_line)
-                if origins:
-                    name, lineno = origins[0][0].template, origins[0][1]
-            else:
-                name, lineno = frame_template.name or name, jinja_line
+        origins: list[tuple[_Piece, int]] = []
+        if frame_template is compiled.template:
+            origins = compiled.origin(frame_template.get_corresponding_lineno(py_line))
+            if origins:
+                name, lineno = origins[0][0].template, origins[0][1]
+        elif frame_template is not None:  # a macro file imported at runtime
+            name = frame_template.name or name
+            lineno = frame_template.get_corresponding_lineno(py_line)
+
         message = str(exc) or type(exc).__name__
         variable = None
         if isinstance(exc, UndefinedError):
@@ -1460,21 +1483,24 @@ class EmailRenderer:
                 if m:
                     variable = m.group(1)
                     break
-            if variable:
-                if frame_template is compiled.template:
-                    origins = compiled.origin(frame_template.get_corresponding_lineno(py_line))
-                    for piece, line in origins:
-                        dotted = _dotted_name(piece.src, variable)
-                        if dotted:
-                            name, lineno, variable = piece.template, line, dotted
-                            break
-                reason = f"undefined variable '{variable}' ({message})"
-            else:
-                reason = f"undefined value ({message})"
+            for piece, line in origins if variable else ():
+                dotted = _dotted_name(piece.src, variable)  # type: ignore[arg-type]
+                if dotted:  # the construct on that line that reads it: recipient.first_name
+                    name, lineno, variable = piece.template, line, dotted
+                    break
+            reason = (
+                f"undefined variable '{variable}' ({message})"
+                if variable
+                else f"undefined value ({message})"
+            )
         else:
             reason = f"{type(exc).__name__}: {message}"
         return TemplateRenderError(
-            reason, template=name, lineno=lineno, variable=variable, customer_id=customer_id
+            reason,
+            template=name,
+            lineno=lineno,
+            variable=variable,
+            customer_id=_customer_id(context),
         )
 
 

@@ -12,28 +12,47 @@ The shop model
 * **Customers.** Each customer lives in a city (big "urban" cities and smaller towns in a
   weighted mix of countries) with an IANA time zone, and has latent traits:
 
-  - ``purchase_rate``: expected orders per 30 days, gamma-distributed (heavy-tailed). It
-    sets how often the customer starts a web session.
-  - ``dropout_at``: about a third of customers churn during the window. After their
-    drop-out time they do nothing at all: no sessions, opens, clicks or unsubscribes.
-    The shop keeps sending them newsletters, so only ``email_send`` events go on.
+  - ``purchase_rate``: expected orders per 30 days, gamma-distributed (heavy-tailed, mean
+    0.22) for regular customers. With ``intent`` it sets how often the customer starts a
+    shopping session.
+  - ``power_buyer``: about 1.2% of customers are loyal power buyers. They signed up before
+    the window, nearly all take the newsletter, they order about twice a week (log-normal
+    around 8 orders per 30 days), rarely churn and open most newsletters.
+  - ``intent`` (0..1, grows with ``purchase_rate``; 1 for power buyers): how purposeful the
+    customer's shopping sessions are. High intent bounces less and gets through cart,
+    checkout and payment more often, so an order takes about 7 shopping sessions at
+    intent 0 and fewer than 2 at intent 1.
+  - ``browse_rate``: window-shopping sessions per 30 days (gamma, heavy-tailed, a little
+    higher for keen buyers), independent of buying.
+  - ``dropout_at``: about 30% of customers (10% of power buyers) churn during the window.
+    After their drop-out time they do nothing at all: no sessions, opens, clicks or
+    unsubscribes. The shop keeps sending them newsletters, so only ``email_send`` events
+    go on (30 days after the drop-out at the low "sunset" rate, see Email).
   - ``affinity``: a Dirichlet preference over categories that puts most of its mass on
     1-3 favourite categories. It drives what the customer views, carts and buys.
   - ``open_prob`` and ``click_prob``: email engagement, correlated with ``purchase_rate``.
-    About 15% of customers never open an email.
+    About 12% of customers never open an email.
   - a preferred device and a preferred local hour of activity (in their own time zone).
   - a signup date, before or during the window. There is no activity before signup.
 
-* **Web sessions** follow a funnel: ``page_view`` -> ``product_view`` (0..n) ->
-  ``add_to_cart`` -> ``checkout`` -> ``purchase``, with abandonment at every step. A
-  converted session writes one ``purchase`` event per order line (1-3 lines, one shared
-  ``properties.order_id``). Timestamps inside a session go up by seconds to minutes.
+* **Web sessions.** Shopping sessions follow a funnel: ``page_view`` -> ``product_view``
+  (0..n) -> ``add_to_cart`` -> ``checkout`` -> ``purchase``, with abandonment at every step
+  (the customer's ``intent`` sets the odds). Half of them land on a favourite category's
+  page and then mostly view that category. A converted session writes one ``purchase``
+  event per order line (1-3 lines, one shared ``properties.order_id``). Window-shopping
+  sessions land on a favourite category and view 3 or more of its products (a few leave
+  something in the cart; none buys). Timestamps inside a session go up by seconds to
+  minutes. Sessions are spread evenly over each customer's active period, so the last day
+  of the window is an ordinary day (with people in the middle of browsing).
 * **Email.** Each Tuesday in the window a newsletter goes out (``newsletter_<year>w<week>``,
-  A/B variants 50/50, B opens a little more often). It goes to a share of the customers who
-  have email consent and have not unsubscribed. Opens and clicks depend on the customer's
-  engagement. A click sometimes names a product and sometimes leads into a web session.
-  A few customers unsubscribe after a newsletter. Consent flags are data the warehouse must
-  respect: web events are written whatever ``tracking_consent`` says.
+  A/B variants 50/50, B opens a little more often) to customers who have email consent and
+  have not unsubscribed. Like a real shop's engagement-based sending, subscribers who are
+  likely to open get every newsletter and the rest about 15% of them (reach grows with
+  ``open_prob`` in ``REACH_OPEN_PROB``); 30 days after a drop-out the subscriber is back on
+  the low rate. Opens and clicks depend on the customer's engagement. A click sometimes
+  names a product and sometimes leads into a web session. A few customers unsubscribe
+  after a newsletter. Consent flags are data the warehouse must respect: web events are
+  written whatever ``tracking_consent`` says.
 * **Bad input.** About ``bad_fraction`` of event lines are planted problems, one problem per
   line (see ``EVENT_INJECTIONS``), plus a few bad CRM and catalog rows. The manifest records
   each one with its file, line, expected disposition and reason.
@@ -309,8 +328,8 @@ NEWSLETTER_THEMES = (
 BASE_PATHS = ("/", "/sale", "/new", "/search", "/account")
 
 # --- behaviour knobs ---------------------------------------------------------------------
-PURCHASE_RATE_MEAN = 0.25  # orders per 30 days, mean of the regular customers
-PURCHASE_RATE_SHAPE = 0.55  # gamma shape (< 1: heavy tail)
+PURCHASE_RATE_MEAN = 0.22  # orders per 30 days, mean of the regular customers
+PURCHASE_RATE_SHAPE = 0.6  # gamma shape (< 1: heavy tail)
 POWER_BUYER_SHARE = 0.012  # loyal "power buyers": several orders a week, keen email openers
 POWER_RATE_MEDIAN, POWER_RATE_SIGMA = 8.0, 0.3  # their orders per 30 days (log-normal)
 POWER_CHURN = 0.1
@@ -318,7 +337,7 @@ POWER_CHURN = 0.1
 P_BOUNCE, P_CART, P_CHECKOUT, P_PURCHASE = (0.25, 0.1), (0.35, 0.85), (0.7, 0.9), (0.8, 0.95)
 P_CATEGORY_LANDING = 0.5  # shopping sessions that land on a favourite category's page
 P_FOCUS_CATEGORY = 0.9  # product views of a category landing session in that category
-BROWSE_RATE_MEAN, BROWSE_RATE_SHAPE = 0.4, 0.5  # window-shopping sessions per 30 days
+BROWSE_RATE_MEAN, BROWSE_RATE_SHAPE = 0.45, 0.5  # window-shopping sessions per 30 days
 BROWSE_MIN_VIEWS, BROWSE_EXTRA_VIEWS, P_BROWSE_CART = 3, 2.0, 0.1
 NEWSLETTER_REACH = 0.15  # share of the weekly sends that reach unengaged subscribers
 REACH_OPEN_PROB = (0.05, 0.35)  # reach grows from there with open probability to every send
@@ -603,19 +622,20 @@ def _draw_affinity(rng: np.random.Generator, n: int) -> np.ndarray:
 def _draw_behaviour(
     rng: np.random.Generator, n: int, signup_ts: np.ndarray, window: _Window, power: np.ndarray
 ):
-    """Purchase rate, intent, drop-out, engagement, device and preferred hour."""
+    """Purchase and browse rates, intent, drop-out, engagement, device and preferred hour."""
     rate = rng.gamma(PURCHASE_RATE_SHAPE, PURCHASE_RATE_MEAN / PURCHASE_RATE_SHAPE, n)
     power_rate = POWER_RATE_MEDIAN * np.exp(rng.normal(0, POWER_RATE_SIGMA, n))
     rate = np.where(power, power_rate, rate)
     rank = np.argsort(np.argsort(rate)) / max(n - 1, 1)
     browse = rng.gamma(BROWSE_RATE_SHAPE, BROWSE_RATE_MEAN / BROWSE_RATE_SHAPE, n) * (0.5 + rank)
-    churned = rng.random(n) < np.where(power, POWER_CHURN, 0.4 - 0.2 * rank)
+    churned = rng.random(n) < np.where(power, POWER_CHURN, 0.36 - 0.2 * rank)
     first_ts = np.maximum(signup_ts, window.start_ts)
     dropout = first_ts + (rng.random(n) * (window.end_ts - first_ts)).astype(np.int64)
     log_rate = np.log(rate + 1e-9)
     z = (log_rate - log_rate.mean()) / (log_rate.std() + 1e-9)
     engagement = 0.75 * z + 0.65 * rng.normal(0, 1, n)
-    engagement = np.where(power, np.maximum(engagement, 1.5 + 0.4 * rng.normal(0, 1, n)), engagement)
+    keen = 1.5 + 0.4 * rng.normal(0, 1, n)  # power buyers open most newsletters
+    engagement = np.where(power, np.maximum(engagement, keen), engagement)
     never_open = ~power & (rng.random(n) < NEVER_OPEN_SHARE * 2 * _sigmoid(-engagement))
     hour = rng.choice(np.array([8.0, 12.5, 20.5]), n, p=[0.2, 0.25, 0.55])
     return {
@@ -624,7 +644,7 @@ def _draw_behaviour(
         "power": power,
         "intent": np.where(power, 1.0, rank**1.5),
         "dropout_ts": np.where(churned, dropout, NEVER),
-        "open_prob": np.where(never_open, 0.0, _sigmoid(-0.3 + 1.2 * engagement)),
+        "open_prob": np.where(never_open, 0.0, _sigmoid(-0.45 + 0.9 * engagement)),
         "click_prob": 0.08 + 0.3 * _sigmoid(engagement),
         "affinity": _draw_affinity(rng, n),
         "device": rng.choice(3, n, p=[0.35, 0.55, 0.10]).astype(np.int8),
@@ -660,7 +680,8 @@ def latent_customer_traits(
     For tests and model evaluation only; nothing reads this from the landing zone. Columns:
     ``customer_id``, ``timezone`` (the real zone, even where the CSV leaves it blank),
     ``signup_at``, ``dropout_at`` (NaT when the customer does not churn), ``churned``,
-    ``purchase_rate`` (orders per 30 days), ``open_prob``, ``click_prob``, ``device``,
+    ``power_buyer``, ``purchase_rate`` (orders per 30 days), ``browse_rate`` (window-shopping
+    sessions per 30 days), ``intent``, ``open_prob``, ``click_prob``, ``device``,
     ``pref_local_hour``, ``top_category`` and one ``affinity_<category>`` column per category.
     """
     window = _Window(end_date, days)
@@ -673,7 +694,10 @@ def latent_customer_traits(
             "signup_at": pd.to_datetime(cust.signup_ts, unit="s", utc=True),
             "dropout_at": pd.to_datetime(np.where(churned, cust.dropout_ts, 0), unit="s", utc=True),
             "churned": churned,
+            "power_buyer": cust.power,
             "purchase_rate": cust.purchase_rate,
+            "browse_rate": cust.browse_rate,
+            "intent": cust.intent,
             "open_prob": cust.open_prob,
             "click_prob": cust.click_prob,
             "device": np.array(DEVICES, dtype=object)[cust.device],

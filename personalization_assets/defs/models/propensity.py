@@ -25,13 +25,14 @@ Training refuses (``InsufficientTrainingData``) rather than producing a
 meaningless model when there are fewer than three as-of dates, too few rows or
 positives, or only one class in a fold.
 
-Threads: XGBoost uses ``PropensityParams.nthread`` OpenMP threads (default 2,
-matching the 2-core deployment target). When the other core is busy (e.g. dbt or a
-second asset running), set ``nthread=1``: OpenMP threads spin-wait on each other and
-two threads on one free core were 3-8x *slower* than one in our tests. Results are
-deterministic for a fixed ``seed``; with ``hist`` they also matched bit for bit
-between ``nthread`` 1 and 2 on our data, which is why ``nthread`` is not part of
-:func:`model_version`.
+Threads: XGBoost uses ``PropensityParams.nthread`` OpenMP threads, default **1**.
+The deployment box has 2 cores shared with Dagster, dbt and other assets; when the
+second core is busy, OpenMP threads spin-wait on each other and ``nthread=2`` was
+4-5x *slower* than ``nthread=1`` in our measurements (see ``bench/models_bench.py``),
+while the best case on an idle box is < 2x faster. Raise it only for runs that have
+the machine to themselves. Results are deterministic for a fixed ``seed``; with
+``hist`` they also matched bit for bit between ``nthread`` 1 and 2 on our data,
+which is why ``nthread`` is not part of :func:`model_version`.
 """
 
 from __future__ import annotations
@@ -103,7 +104,7 @@ class PropensityParams(BaseModel):
     reg_lambda: float = Field(default=1.0, ge=0)
     early_stopping_rounds: int = Field(default=30, ge=1)
     seed: int = 42
-    nthread: int = Field(default=2, ge=1)
+    nthread: int = Field(default=1, ge=1)
     min_positives: int = Field(default=20, ge=1)
     min_rows: int = Field(default=200, ge=1)
     min_eval_positives: int = Field(default=5, ge=1)

@@ -4,6 +4,7 @@ dbt models become assets, dbt tests become asset checks (a failing test fails th
 loudly in the UI). Row counts are read from DuckDB once dbt has released the file lock.
 """
 
+import json
 import os
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -13,7 +14,12 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from personalization_assets import paths
 from personalization_assets.defs.warehouse.project import dbt_project
-from personalization_assets.defs.warehouse.resources import WAREHOUSE_POOL, WarehouseResource
+from personalization_assets.defs.models.settings import load_model_settings
+from personalization_assets.defs.warehouse.resources import (
+    WAREHOUSE_POOL,
+    ProjectConfigResource,
+    WarehouseResource,
+)
 from personalization_assets.defs.warehouse.summary import quarantine_by_reason, table_row_counts
 
 GROUP = "warehouse"
@@ -43,11 +49,16 @@ class WarehouseTranslator(DagsterDbtTranslator):
     pool=WAREHOUSE_POOL,
 )
 def warehouse_dbt_assets(
-    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource
+    context: dg.AssetExecutionContext,
+    dbt: DbtCliResource,
+    warehouse: WarehouseResource,
+    project_config: ProjectConfigResource,
 ) -> Iterator[Any]:
     """Build (run + test) the selected dbt models against the project's DuckDB file."""
     os.environ[paths.DUCKDB_PATH_ENV] = str(warehouse.path)
-    events = list(dbt.cli(["build"], context=context).stream())
+    settings = load_model_settings(project_config.path)
+    dbt_vars = {"label_horizons_days": settings.label_horizons()}
+    events = list(dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream())
     with warehouse.connect(read_only=True) as con:
         counts = table_row_counts(con)
         quarantine = quarantine_by_reason(con)

@@ -1,0 +1,275 @@
+"""Who gets which campaign, with which content and variant — or why not. No Dagster imports.
+
+For one send date and an explicit clock (so runs are testable and backfillable), every
+candidate a trigger produces ends in exactly one recorded state in `campaigns.campaign_decisions`:
+
+    send          eligible, a decision rule matched, assigned a variant, within the frequency cap
+    holdout       eligible and matched, but in the campaign's holdout: recorded, never emailed
+    excluded      no email consent, unsubscribed, suppressed, or no valid email address
+    capped        would exceed the cross-campaign frequency cap (campaigns by priority)
+    no_rule       no decision rule matched
+    already_sent  this trigger (e.g. this abandoned cart) was already emailed on an earlier date
+
+Assignment is a deterministic hash of (campaign, customer): stable across reruns and backfills.
+Re-running a send date replaces that date's rows, so decisions never duplicate.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import duckdb
+
+from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig
+from personalization_assets.defs.segments import rules
+
+SCHEMA = "campaigns"
+FEATURES = "main.customer_features"
+EVENTS = "main.fct_events"
+DECISIONS_DDL = f"""
+create table if not exists {SCHEMA}.campaign_decisions (
+    send_date date, campaign_id varchar, customer_id varchar, status varchar, reason varchar,
+    rule varchar, template varchar, variant varchar, trigger_key varchar, trigger_product_id varchar,
+    idempotency_key varchar, clock timestamp, decided_at timestamp)
+"""
+SUPPRESSIONS_DDL = f"""
+create table if not exists {SCHEMA}.suppressions (
+    customer_id varchar, email varchar, reason varchar, suppressed_at timestamp)
+"""
+
+
+@dataclass(frozen=True)
+class DecisionSummary:
+    send_date: dt.date
+    clock: dt.datetime
+    counts: dict[tuple[str, str], int]  # (campaign_id, status) → customers
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"create schema if not exists {SCHEMA}")
+    con.execute(DECISIONS_DDL)
+    con.execute(SUPPRESSIONS_DDL)
+
+
+def bucket_sql(key_sql: str) -> str:
+    """A stable pseudo-uniform number in [0, 1) from a text key (md5, not DuckDB's `hash`)."""
+    return f"((md5_number({key_sql}) % 1000000) / 1000000.0)"
+
+
+def trigger_sql(campaign: Campaign) -> str:
+    """Candidates `(customer_id, trigger_key, trigger_product_id)` for a campaign at `$clock`."""
+    trigger = campaign.trigger
+    if trigger.type == "batch":
+        return f"select customer_id, cast($send_date as varchar) as trigger_key, null as trigger_product_id from {FEATURES}"
+    if trigger.type == "cart_abandonment":
+        return f"""
+            select carts.customer_id,
+                   arg_max(carts.event_id, carts.event_ts) as trigger_key,
+                   arg_max(carts.product_id, carts.event_ts) as trigger_product_id
+            from {EVENTS} as carts
+            where carts.event_type = 'add_to_cart'
+              and carts.event_ts <= $clock - interval {int(trigger.wait_minutes)} minute
+              and carts.event_ts > $clock - interval {int(trigger.lookback_hours)} hour
+              and not exists (
+                  select 1 from {EVENTS} as later
+                  where later.customer_id = carts.customer_id
+                    and later.event_type in ('checkout', 'purchase')
+                    and later.event_ts > carts.event_ts and later.event_ts <= $clock)
+            group by carts.customer_id
+        """
+    if trigger.type == "birthday":
+        return f"""
+            select customer_id, cast(year($clock) as varchar) as trigger_key, null as trigger_product_id
+            from {FEATURES}
+            where birthday_month = month(timezone(timezone, cast($clock as timestamptz)))
+              and birthday_day = day(timezone(timezone, cast($clock as timestamptz)))
+        """
+    if trigger.type == "win_back":
+        return f"""
+            select customer_id, cast(last_purchase_at as varchar) as trigger_key, null as trigger_product_id
+            from {FEATURES}
+            where recency_days >= {int(trigger.days_since_purchase)}
+        """
+    return f"""
+        select customer_id,
+               coalesce(cast(round(days_since_last_open) as varchar), 'never') || ':' || cast($send_date as varchar)
+                   as trigger_key,
+               null as trigger_product_id
+        from {FEATURES}
+        where emails_sent_90d > 0
+          and (days_since_last_open > {int(trigger.dormant_days)} or days_since_last_open is null)
+    """
+
+
+def _audience_sql(campaign: Campaign) -> str:
+    clauses = []
+    for name in campaign.audience.include_segments:
+        clauses.append(
+            f"exists (select 1 from segments.customer_segments s where s.customer_id = c.customer_id "
+            f"and s.segment = {_literal(name)})"
+        )
+    for name in campaign.audience.exclude_segments:
+        clauses.append(
+            f"not exists (select 1 from segments.customer_segments s where s.customer_id = c.customer_id "
+            f"and s.segment = {_literal(name)})"
+        )
+    return " and ".join(clauses) or "true"
+
+
+def _rule_case(campaign: Campaign) -> tuple[str, str]:
+    """CASE expressions naming the first matching rule and its template."""
+    rule_branches, template_branches = [], []
+    for rule in campaign.decision_rules:
+        condition = rules.compile_rule(
+            rules.parse_rule(rule.when),
+            events_relation=EVENTS,
+            features_alias="f",
+            as_of_param="$clock",
+        )
+        if rule.behavioral:
+            condition = f"({condition}) and coalesce(f.tracking_consent, false)"
+        rule_branches.append(f"when {condition} then {_literal(rule.name)}")
+        template_branches.append(f"when {_literal(rule.name)} then {_literal(rule.template)}")
+    return (
+        "case " + " ".join(rule_branches) + " end",
+        "case rule " + " ".join(template_branches) + " end",
+    )
+
+
+def _variant_case(campaign: Campaign, bucket: str) -> str:
+    holdout = campaign.holdout_fraction
+    branches = [f"when {bucket} < {holdout!r} then 'holdout'"] if holdout > 0 else []
+    cumulative = holdout
+    for variant in campaign.variants[:-1]:
+        cumulative += (1 - holdout) * variant.weight
+        branches.append(f"when {bucket} < {cumulative!r} then {_literal(variant.name)}")
+    last = _literal(campaign.variants[-1].name)
+    if not branches:
+        return last
+    return "case " + " ".join(branches) + f" else {last} end"
+
+
+def _campaign_candidates_sql(campaign: Campaign) -> str:
+    rule_case, template_case = _rule_case(campaign)
+    key = f"{_literal(campaign.id + ':')} || c.customer_id"
+    return f"""
+        select
+            {_literal(campaign.id)} as campaign_id,
+            {int(campaign.priority)} as priority,
+            c.customer_id, c.trigger_key, c.trigger_product_id,
+            rule, {template_case} as template,
+            {_variant_case(campaign, bucket_sql(key))} as variant
+        from (
+            select c.*, {rule_case} as rule
+            from ({trigger_sql(campaign)}) as c
+            join {FEATURES} as f on f.customer_id = c.customer_id
+            where {_audience_sql(campaign)}
+        ) as c
+    """
+
+
+def build_decisions(
+    con: duckdb.DuckDBPyConnection,
+    config: CampaignsConfig,
+    *,
+    send_date: dt.date,
+    clock: dt.datetime,
+) -> DecisionSummary:
+    """Replace `campaign_decisions` rows of `send_date` with fresh decisions at `clock`."""
+    ensure_tables(con)
+    con.execute(f"delete from {SCHEMA}.campaign_decisions where send_date = ?", [send_date])
+    campaigns = config.enabled
+    if campaigns:
+        cap = config.defaults.frequency_cap
+        candidates = "\nunion all\n".join(_campaign_candidates_sql(c) for c in campaigns)
+        con.execute(
+            f"""
+            insert into {SCHEMA}.campaign_decisions
+            with candidates as ({candidates}),
+            eligibility as (
+                select
+                    candidates.*,
+                    case
+                        when not coalesce(f.email_consent, false) then 'no_email_consent'
+                        when f.is_unsubscribed then 'unsubscribed'
+                        when exists (select 1 from {SCHEMA}.suppressions s
+                                     where s.customer_id = candidates.customer_id
+                                        or s.email = contacts.email) then 'suppressed'
+                        when contacts.email is null then 'no_email_address'
+                    end as exclusion,
+                    exists (
+                        select 1 from {SCHEMA}.campaign_decisions earlier
+                        where earlier.campaign_id = candidates.campaign_id
+                          and earlier.customer_id = candidates.customer_id
+                          and earlier.trigger_key = candidates.trigger_key
+                          and earlier.status = 'send'
+                          and earlier.send_date < $send_date
+                    ) as already_sent
+                from candidates
+                join {FEATURES} f on f.customer_id = candidates.customer_id
+                left join main.dim_customer_contacts contacts
+                    on contacts.customer_id = candidates.customer_id
+            ),
+            prior_sends as (
+                select customer_id, count(*) as sends
+                from {SCHEMA}.campaign_decisions
+                where status = 'send'
+                  and send_date < $send_date
+                  and send_date > $send_date - interval {int(cap.per_days)} day
+                group by customer_id
+            ),
+            ranked as (
+                select
+                    eligibility.*,
+                    case
+                        when exclusion is null and not already_sent and rule is not null
+                             and variant != 'holdout'
+                        then row_number() over (
+                            partition by eligibility.customer_id,
+                                exclusion is null and not already_sent and rule is not null
+                                and variant != 'holdout'
+                            order by priority, campaign_id)
+                    end as send_rank
+                from eligibility
+            )
+            select
+                $send_date as send_date,
+                ranked.campaign_id,
+                ranked.customer_id,
+                case
+                    when exclusion is not null then 'excluded'
+                    when already_sent then 'already_sent'
+                    when rule is null then 'no_rule'
+                    when variant = 'holdout' then 'holdout'
+                    when coalesce(prior_sends.sends, 0) + send_rank > {int(cap.max_emails)} then 'capped'
+                    else 'send'
+                end as status,
+                exclusion as reason,
+                rule,
+                template,
+                variant,
+                trigger_key,
+                trigger_product_id,
+                md5(ranked.campaign_id || '|' || ranked.customer_id || '|' || cast($send_date as varchar))
+                    as idempotency_key,
+                $clock as clock,
+                now()::timestamp as decided_at
+            from ranked
+            left join prior_sends on prior_sends.customer_id = ranked.customer_id
+            """,
+            {"send_date": send_date, "clock": clock},
+        )
+    counts = {
+        (campaign_id, status): n
+        for campaign_id, status, n in con.execute(
+            f"select campaign_id, status, count(*) from {SCHEMA}.campaign_decisions "
+            "where send_date = ? group by all",
+            [send_date],
+        ).fetchall()
+    }
+    return DecisionSummary(send_date=send_date, clock=clock, counts=counts)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

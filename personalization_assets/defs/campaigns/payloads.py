@@ -1,0 +1,236 @@
+"""Rendered, ESP-ready email payloads from campaign decisions. No Dagster imports.
+
+One payload per `send` decision, keyed by the decision's idempotency key (campaign, customer,
+send date): re-rendering a send date replaces its payloads, never adds a second one. Names and
+addresses are read from the restricted `dim_customer_contacts` only here, at render time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from personalization_assets.defs.campaigns.links import email_links
+from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
+
+SCHEMA = "campaigns"
+PAYLOADS_DDL = f"""
+create table if not exists {SCHEMA}.email_payloads (
+    idempotency_key varchar primary key, send_date date, campaign_id varchar, customer_id varchar,
+    variant varchar, rule varchar, template varchar, to_address varchar, subject varchar,
+    preheader varchar, html varchar, text varchar, headers varchar, model_versions varchar,
+    status varchar, error varchar, rendered_at timestamp)
+"""
+RECOMMENDATIONS = "models.product_recommendations"
+
+
+@dataclass
+class PayloadSummary:
+    rendered: int = 0
+    failed: int = 0
+    errors: dict[str, str] = field(default_factory=dict)  # template → first error
+    jsonl_files: list[Path] = field(default_factory=list)
+    per_campaign: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
+            [schema, table],
+        ).fetchone()[0]
+    )
+
+
+def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[dict[str, Any]]:
+    """Every `send` decision of the date with what its template needs, as plain dicts."""
+    recs = (
+        f"""(select list(struct_pack(product_id := r.product_id, name := p.product_name,
+                        price := p.price, currency := p.currency, category := p.category)
+                        order by r.rank)
+             from {RECOMMENDATIONS} r join main.dim_products p using (product_id)
+             where r.customer_id = d.customer_id and r.rank <= 5)"""
+        if _table_exists(con, "models", "product_recommendations")
+        else "null"
+    )
+    return (
+        con.sql(
+            f"""
+        select
+            d.idempotency_key, d.campaign_id, d.customer_id, d.variant, d.rule, d.template,
+            contacts.email, contacts.first_name,
+            f.tracking_consent as behavioral_allowed,
+            {recs} as recommendations,
+            (select struct_pack(product_id := p.product_id, name := p.product_name,
+                                price := p.price, currency := p.currency, category := p.category)
+             from main.dim_products p where p.product_id = d.trigger_product_id) as cart_product,
+            (select struct_pack(product_id := p.product_id, name := p.product_name)
+             from main.fct_order_lines l join main.dim_products p using (product_id)
+             where l.customer_id = d.customer_id and not l.is_cancellation
+             order by l.ordered_at desc limit 1) as recent_purchase
+        from {SCHEMA}.campaign_decisions d
+        join main.dim_customer_contacts contacts using (customer_id)
+        join main.customer_features f using (customer_id)
+        where d.send_date = ? and d.status = 'send'
+        order by d.campaign_id, d.customer_id
+        """,
+            params=[send_date],
+        )
+        .to_arrow_table()
+        .to_pylist()
+    )
+
+
+def build_context(
+    row: dict[str, Any], *, base_url: str, campaign_names: dict[str, str]
+) -> dict[str, Any]:
+    """The template context for one recipient (see rendering.py for the contract)."""
+    products = [
+        {
+            **product,
+            "url": f"{base_url}/p/{product['product_id']}",
+            "image_url": f"{base_url}/img/{product['product_id']}.jpg",
+        }
+        for product in row["recommendations"] or []
+    ]
+    cart = row["cart_product"]
+    if cart:
+        cart = {**cart, "url": f"{base_url}/p/{cart['product_id']}",
+                "image_url": f"{base_url}/img/{cart['product_id']}.jpg"}
+        products = [cart] + [p for p in products if p["product_id"] != cart["product_id"]][:4]
+    return {
+        "recipient": {
+            "customer_id": row["customer_id"],
+            "first_name": row["first_name"] or "",
+            "email": row["email"],
+        },
+        "campaign": {
+            "campaign_id": row["campaign_id"],
+            "name": campaign_names.get(row["campaign_id"], ""),
+            "variant": row["variant"],
+            "rule": row["rule"],
+        },
+        "recommendations": products,
+        "recent_purchase": row["recent_purchase"],
+        "cart_product": cart,
+        "offer": None,
+        "behavioral_allowed": bool(row["behavioral_allowed"]),
+        "links": email_links(
+            base_url, row["customer_id"], row["campaign_id"], row["idempotency_key"]
+        ),
+    }
+
+
+def render_payloads(
+    con: duckdb.DuckDBPyConnection,
+    renderer: EmailRenderer,
+    *,
+    send_date: dt.date,
+    base_url: str,
+    campaign_names: dict[str, str],
+    output_dir: Path,
+    model_versions: dict[str, str] | None = None,
+) -> PayloadSummary:
+    """Render every `send` decision of the date; write the table and one JSONL per campaign."""
+    con.execute(f"create schema if not exists {SCHEMA}")
+    con.execute(PAYLOADS_DDL)
+    rows = load_send_rows(con, send_date)
+    by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_template[row["template"]].append(row)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    versions = json.dumps(model_versions or {}, sort_keys=True)
+    summary = PayloadSummary()
+    records = []
+    for template, template_rows in sorted(by_template.items()):
+        contexts = [
+            build_context(r, base_url=base_url, campaign_names=campaign_names)
+            for r in template_rows
+        ]
+        for row, result in zip(
+            template_rows, renderer.render_many(template, contexts), strict=True
+        ):
+            records.append(_record(row, result, send_date, versions, now))
+            if isinstance(result, TemplateRenderError):
+                summary.failed += 1
+                summary.errors.setdefault(template, str(result))
+            else:
+                summary.rendered += 1
+                key = (row["campaign_id"], row["variant"])
+                summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
+    con.execute(f"delete from {SCHEMA}.email_payloads where send_date = ?", [send_date])
+    if records:
+        con.register("_payload_records", pa.Table.from_pylist(records))
+        con.execute(f"insert into {SCHEMA}.email_payloads select * from _payload_records")
+        con.unregister("_payload_records")
+    summary.jsonl_files = _write_jsonl(records, output_dir / "payloads" / f"send_date={send_date}")
+    return summary
+
+
+def _record(row, result, send_date, versions, now) -> dict[str, Any]:
+    failed = isinstance(result, TemplateRenderError)
+    return {
+        "idempotency_key": row["idempotency_key"],
+        "send_date": send_date,
+        "campaign_id": row["campaign_id"],
+        "customer_id": row["customer_id"],
+        "variant": row["variant"],
+        "rule": row["rule"],
+        "template": row["template"],
+        "to_address": row["email"],
+        "subject": None if failed else result.subject,
+        "preheader": None if failed else result.preheader,
+        "html": None if failed else result.html,
+        "text": None if failed else result.text,
+        "headers": None if failed else json.dumps(result.headers, sort_keys=True),
+        "model_versions": versions,
+        "status": "render_failed" if failed else "rendered",
+        "error": str(result) if failed else None,
+        "rendered_at": now,
+    }
+
+
+def _write_jsonl(records: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """ESP-ready JSONL, one file per campaign, replaced atomically (write-then-rename)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.jsonl"):
+        stale.unlink()
+    by_campaign: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for record in records:
+        if record["status"] == "rendered":
+            by_campaign[record["campaign_id"]].append(record)
+    written = []
+    for campaign_id, items in sorted(by_campaign.items()):
+        path = folder / f"{campaign_id}.jsonl"
+        tmp = path.with_suffix(".jsonl.tmp")
+        with tmp.open("w", encoding="utf-8") as handle:
+            for item in items:
+                handle.write(
+                    json.dumps(
+                        {
+                            "idempotency_key": item["idempotency_key"],
+                            "to": item["to_address"],
+                            "subject": item["subject"],
+                            "preheader": item["preheader"],
+                            "html": item["html"],
+                            "text": item["text"],
+                            "headers": json.loads(item["headers"]),
+                            "campaign": item["campaign_id"],
+                            "variant": item["variant"],
+                            "rule": item["rule"],
+                            "model_versions": json.loads(item["model_versions"]),
+                        },
+                        ensure_ascii=False,
+                    )
+                    + "\n"
+                )
+        tmp.replace(path)
+        written.append(path)
+    return written

@@ -1,0 +1,272 @@
+"""Models group: XGBoost churn and purchase propensity, implicit-ALS recommendations."""
+
+import datetime as dt
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from personalization_assets import paths
+from personalization_assets.defs.models import propensity, recommendations, training
+from personalization_assets.defs.models.settings import load_model_settings
+from personalization_assets.defs.warehouse.resources import (
+    WAREHOUSE_POOL,
+    ProjectConfigResource,
+    WarehouseResource,
+)
+
+GROUP = "models"
+OWNERS = ["team:data-science"]
+SNAPSHOTS = dg.AssetKey(["features", "customer_feature_snapshots"])
+LABELS = dg.AssetKey(["features", "training_labels"])
+FEATURES = dg.AssetKey(["features", "customer_features"])
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None, microsecond=0)
+
+
+def _metrics_table(result: propensity.PropensityResult) -> str:
+    keys = [k for k in result.metrics if k in result.baseline_metrics]
+    lines = ["| metric | model | baseline |", "|---|---:|---:|"]
+    lines += [f"| {k} | {result.metrics[k]:.4f} | {result.baseline_metrics[k]:.4f} |" for k in keys]
+    return "\n".join(lines)
+
+
+def _calibration_table(result: propensity.PropensityResult) -> str:
+    frame = result.calibration
+    lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---:|" * len(frame.columns)]
+    for row in frame.itertuples(index=False):
+        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |")
+    return "\n".join(lines)
+
+
+def _importance_table(result: propensity.PropensityResult) -> str:
+    lines = ["| feature | gain |", "|---|---:|"]
+    lines += [f"| {k} | {v:.2f} |" for k, v in list(result.feature_importance.items())[:15]]
+    return "\n".join(lines)
+
+
+def _propensity_asset(model_name: str, description: str):
+    key = dg.AssetKey(["models", f"{model_name}_model"])
+
+    @dg.asset(
+        key=key,
+        deps=[SNAPSHOTS, LABELS],
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"xgboost", "duckdb"},
+        pool=WAREHOUSE_POOL,
+        description=description,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "promotion_gate", asset=key,
+                description="The candidate beats its AUC floor and its baseline; otherwise it is not promoted.",
+            )
+        ],
+    )
+    def _model(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+               project_config: ProjectConfigResource):
+        settings = load_model_settings(project_config.path).propensity
+        target = getattr(settings, model_name)
+        with warehouse.connect() as con:
+            frame = training.propensity_frame(
+                con, features=settings.features, horizon_days=target.horizon_days, target=model_name
+            )
+            previous = training.current_model(con, model_name)
+        frame["baseline"] = _baseline(model_name, frame, target.horizon_days)
+        try:
+            result = propensity.train_propensity(
+                frame, feature_columns=settings.features, label_column="label",
+                as_of_column="as_of", baseline_column="baseline", params=settings.params,
+            )
+        except propensity.InsufficientTrainingData as error:
+            context.log.warning(f"{model_name}: not trained, previous model kept: {error}")
+            yield dg.MaterializeResult(metadata={"trained": False, "reason": str(error),
+                                                 "training_rows": len(frame)})
+            yield dg.AssetCheckResult(check_name="promotion_gate", passed=False,
+                                      severity=dg.AssetCheckSeverity.WARN,
+                                      metadata={"reason": f"not trained: {error}"})
+            return
+        promoted, decision = propensity.promotion_decision(
+            result.metrics, auc_floor=target.auc_floor, baseline_metrics=result.baseline_metrics,
+            previous_metrics=previous[2] if previous and previous[0] != result.model_version else None,
+        )
+        path = propensity.save_model(result, paths.models_dir() / model_name)
+        with warehouse.connect() as con:
+            training.record_model(
+                con, model_name=model_name, version=result.model_version, path=str(path),
+                metrics=result.metrics, baseline_metrics=result.baseline_metrics,
+                promoted=promoted, decision=decision, trained_at=_now(),
+            )
+        yield dg.MaterializeResult(
+            metadata={
+                "trained": True,
+                "model_version": result.model_version,
+                "promoted": promoted,
+                "decision": decision,
+                "roc_auc": result.metrics["roc_auc"],
+                "baseline_roc_auc": result.baseline_metrics["roc_auc"],
+                "metrics_vs_baseline": dg.MetadataValue.md(_metrics_table(result)),
+                "calibration_by_decile": dg.MetadataValue.md(_calibration_table(result)),
+                "feature_importance_gain": dg.MetadataValue.md(_importance_table(result)),
+                "rows_train_valid_test": f"{result.n_train} / {result.n_valid} / {result.n_test}",
+                "test_as_of": str(result.test_as_of),
+                "artifact": dg.MetadataValue.path(str(path)),
+            }
+        )
+        yield dg.AssetCheckResult(check_name="promotion_gate", passed=promoted,
+                                  metadata={"decision": decision})
+
+    return _model
+
+
+def _baseline(model_name: str, frame: pd.DataFrame, horizon_days: int) -> np.ndarray:
+    """Simple rules the models must beat: recency for churn, historical rate for purchase."""
+    if model_name == "churn":
+        return propensity.recency_baseline(frame["recency_days"], horizon_days)
+    return propensity.historical_rate_baseline(frame["purchases_per_month"] * 3, 90, horizon_days)
+
+
+churn_model = _propensity_asset(
+    "churn",
+    "XGBoost churn propensity: P(no purchase in the churn horizon) for customers who have purchased.\n\n"
+    "Trained on leakage-free feature snapshots with a time split; promoted only when it beats the "
+    "recency baseline and the AUC floor.",
+)
+purchase_model = _propensity_asset(
+    "purchase",
+    "XGBoost purchase propensity: P(a purchase within the purchase horizon) for every customer.\n\n"
+    "Trained on leakage-free feature snapshots with a time split; promoted only when it beats the "
+    "historical-rate baseline and the AUC floor.",
+)
+
+
+@dg.asset(
+    key=["models", "propensity_scores"],
+    deps=[dg.AssetKey(["models", "churn_model"]), dg.AssetKey(["models", "purchase_model"]), FEATURES],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"xgboost", "duckdb"},
+    pool=WAREHOUSE_POOL,
+)
+def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                      project_config: ProjectConfigResource) -> dg.MaterializeResult:
+    """Churn and purchase scores for every customer, from the currently promoted models.
+
+    Each row records the model version and scoring time; a model never promoted is reported, not scored.
+    """
+    settings = load_model_settings(project_config.path).propensity
+    scored_at = _now()
+    metadata: dict = {}
+    with warehouse.connect() as con:
+        frame = training.scoring_frame(con, settings.features)
+        for model_name in ("churn", "purchase"):
+            current = training.current_model(con, model_name)
+            if current is None:
+                metadata[f"{model_name}"] = "no promoted model yet: not scored"
+                context.log.warning(f"{model_name}: no promoted model; scores not written")
+                continue
+            version, path, _ = current
+            model = propensity.load_model(path)
+            population = frame[frame["orders_all_time"] > 0] if model_name == "churn" else frame
+            scores = population[["customer_id"]].assign(score=propensity.score(model, population))
+            n = training.write_scores(con, model_name, version, scores, scored_at)
+            metadata[f"{model_name}_version"] = version
+            metadata[f"{model_name}_scored"] = n
+            metadata[f"{model_name}_mean_score"] = float(scores["score"].mean()) if n else 0.0
+    return dg.MaterializeResult(metadata={**metadata, "scored_at": str(scored_at)})
+
+
+@dg.asset(
+    key=["models", "product_recommendations"],
+    deps=[dg.AssetKey(["warehouse", "fct_events"]), dg.AssetKey(["warehouse", "dim_products"]), FEATURES],
+    group_name=GROUP,
+    owners=OWNERS,
+    kinds={"implicit", "duckdb"},
+    pool=WAREHOUSE_POOL,
+    check_specs=[
+        dg.AssetCheckSpec(
+            "als_beats_popularity", asset=dg.AssetKey(["models", "product_recommendations"]),
+            description="On the time-split holdout, ALS precision@10 is above the popularity baseline.",
+        )
+    ],
+)
+def product_recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
+                            project_config: ProjectConfigResource):
+    """Top-N products per customer from implicit ALS (views, carts, purchases, time-decayed), with
+    purchased and out-of-stock products excluded and flagged cold-start fallbacks; plus similar products.
+
+    Evaluated before fitting on all data: ALS trained up to a holdout cut-off versus popularity.
+    """
+    settings = load_model_settings(project_config.path).recommendations
+    with warehouse.connect(read_only=True) as con:
+        interactions = con.execute(
+            "select customer_id, product_id, event_type, event_ts from main.fct_events "
+            "where product_id is not null and event_type in ('product_view', 'add_to_cart', 'purchase')"
+        ).df()
+        catalog = con.execute("select product_id, category, in_stock from main.dim_products").df()
+        customers = [r[0] for r in con.execute("select customer_id from main.customer_features").fetchall()]
+        as_of = con.execute("select as_of from main.feature_as_of").fetchone()[0]
+    evaluation = _evaluate_recommenders(interactions, settings, as_of)
+    matrix = recommendations.build_matrix(interactions, settings.weights, as_of)
+    model = recommendations.fit_als(matrix, settings.als)
+    top_categories = recommendations.top_category_by_customer(interactions, catalog, settings.weights, as_of)
+    recs = recommendations.recommend_top_n(
+        model, matrix, n=settings.top_n, exclude_purchased=settings.exclude_purchased,
+        out_of_stock=recommendations.out_of_stock_items(catalog), customers=customers,
+        catalog=catalog, customer_top_category=top_categories,
+    )
+    similar = recommendations.similar_items(
+        model, matrix, list(matrix.item_index), n=settings.top_n,
+        out_of_stock=recommendations.out_of_stock_items(catalog),
+    )
+    with warehouse.connect() as con:
+        con.execute("create schema if not exists models")
+        con.register("_recs", recs)
+        con.execute("create or replace table models.product_recommendations as select * from _recs")
+        con.register("_similar", similar)
+        con.execute("create or replace table models.similar_products as select * from _similar")
+    sources = recs.groupby("source")["customer_id"].nunique().to_dict()
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": len(recs),
+            "customers": int(recs["customer_id"].nunique()),
+            "customers_by_source": dg.MetadataValue.json({k: int(v) for k, v in sources.items()}),
+            "evaluation_at_10": dg.MetadataValue.md(_evaluation_table(evaluation)),
+            "similar_product_rows": len(similar),
+            "matrix": f"{matrix.shape[0]} customers × {matrix.shape[1]} products",
+        }
+    )
+    als_p, pop_p = evaluation.get("als", {}).get("precision@10"), evaluation.get("popularity", {}).get("precision@10")
+    yield dg.AssetCheckResult(
+        check_name="als_beats_popularity",
+        passed=bool(als_p is not None and pop_p is not None and als_p > pop_p),
+        severity=dg.AssetCheckSeverity.WARN,
+        metadata={"als_precision_at_10": als_p or 0.0, "popularity_precision_at_10": pop_p or 0.0},
+    )
+
+
+def _evaluate_recommenders(interactions: pd.DataFrame, settings, as_of) -> dict[str, dict[str, float]]:
+    split = pd.Timestamp(as_of) - pd.Timedelta(days=settings.evaluation_holdout_days)
+    train, test = recommendations.time_split_interactions(interactions, split)
+    if train.empty or test.empty:
+        return {}
+    matrix = recommendations.build_matrix(train, settings.weights, split)
+    model = recommendations.fit_als(matrix, settings.als)
+    return {
+        "als": recommendations.evaluate_topk(recommendations.als_recommender(model, matrix), matrix, test, 10),
+        "popularity": recommendations.evaluate_topk(
+            recommendations.popularity_recommender(matrix), matrix, test, 10
+        ),
+    }
+
+
+def _evaluation_table(evaluation: dict[str, dict[str, float]]) -> str:
+    if not evaluation:
+        return "not enough history for a holdout evaluation"
+    metrics = [m for m in evaluation["als"] if "@" in m]
+    lines = ["| recommender | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
+    for name, values in evaluation.items():
+        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+    return "\n".join(lines)

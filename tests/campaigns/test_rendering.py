@@ -1,0 +1,723 @@
+"""Tests for the email renderer (real Jinja2, real css_inline, the shipped templates)."""
+
+from __future__ import annotations
+
+import copy
+import html as html_lib
+import pickle
+import re
+from pathlib import Path
+
+import pytest
+from jinja2 import FileSystemLoader, StrictUndefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from personalization_assets.defs.campaigns.rendering import (
+    DEFAULT_TEMPLATES_DIR,
+    EmailRenderer,
+    RenderedEmail,
+    RendererConfig,
+    TemplateRenderError,
+    normalize_template_source,
+)
+
+SHIPPED = (
+    "newsletter",
+    "product_bundle",
+    "new_arrivals",
+    "general_promotion",
+    "cart_abandonment",
+    "birthday",
+    "win_back",
+    "reengagement",
+)
+BRAND = {
+    "name": "Northwind Outdoor",
+    "address": "12 Fjord Street, Bergen",
+    "logo_url": "https://cdn.northwind.example/logo.png",
+    "website_url": "https://northwind.example",
+}
+TAG_RE = re.compile(r"<[A-Za-z/!?][^>]*>")
+
+
+def make_context(**overrides: object) -> dict:
+    context = {
+        "recipient": {"customer_id": "C001", "first_name": "Ingrid", "email": "i@x.example"},
+        "campaign": {
+            "campaign_id": "weekly-24",
+            "name": "Weekly",
+            "variant": "A",
+            "rule": "days_since_last_open <= 30",
+        },
+        "recommendations": [
+            {
+                "product_id": f"P{k}",
+                "name": f"Trail boot {k}",
+                "price": 120 + k,
+                "currency": "EUR",
+                "image_url": f"https://cdn.northwind.example/p/{k}.jpg",
+                "url": f"https://northwind.example/p/{k}",
+                "category": "Footwear",
+            }
+            for k in range(5)
+        ],
+        "recent_purchase": {"product_id": "P9", "name": "Fjord rain jacket"},
+        "offer": {
+            "title": "15% off footwear",
+            "description": "Summer sale.",
+            "code": "SUMMER15",
+            "expires_at": "30 June",
+            "url": "https://northwind.example/sale",
+        },
+        "links": {
+            "unsubscribe_url": "https://northwind.example/u/tok123",
+            "preferences_url": "https://northwind.example/prefs/tok123",
+            "view_in_browser_url": "https://northwind.example/v/tok123",
+        },
+        "behavioral_allowed": True,
+    }
+    context.update(overrides)
+    return context
+
+
+@pytest.fixture(scope="module")
+def renderer() -> EmailRenderer:
+    return EmailRenderer(
+        RendererConfig(
+            DEFAULT_TEMPLATES_DIR,
+            brand=BRAND,
+            base_url="https://northwind.example",
+            unsubscribe_mailto="unsubscribe@northwind.example",
+        )
+    )
+
+
+MINI_BASE = """<!DOCTYPE html>
+<html><head><title>{{ subject }}</title>
+<style>.box { color: #ff0000; }</style></head>
+<body>
+<div data-text="skip">{{ preheader }}</div>
+{% block content %}{% endblock %}
+<p><a href="{{ links.unsubscribe_url }}">Unsubscribe</a></p>
+</body></html>
+"""
+
+
+def mini_renderer(tmp_path: Path, files: dict[str, str], **config: object) -> EmailRenderer:
+    files = {"layouts/base.html.j2": MINI_BASE, **files}
+    for name, source in files.items():
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(source, encoding="utf-8")
+    return EmailRenderer(RendererConfig(tmp_path, **config))
+
+
+def mini_campaign(content: str, subject: str = "Hello", preheader: str = "Pre") -> str:
+    return (
+        '{% extends "layouts/base.html.j2" %}\n'
+        f"{{% block subject %}}{subject}{{% endblock %}}\n"
+        f"{{% block preheader %}}{preheader}{{% endblock %}}\n"
+        f"{{% block content %}}\n{content}\n{{% endblock %}}\n"
+    )
+
+
+MINI_CONTEXT = {
+    "recipient": {"customer_id": 7},
+    "links": {"unsubscribe_url": "https://x.example/u"},
+}
+
+
+# ------------------------------------------------------------------------------------------
+# Shipped templates
+# ------------------------------------------------------------------------------------------
+
+
+def test_ships_all_campaign_templates(renderer: EmailRenderer) -> None:
+    assert set(SHIPPED) <= set(renderer.campaign_templates())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("variant", ["full", "minimal", "variant_b"])
+def test_every_campaign_template_renders(renderer: EmailRenderer, name: str, variant: str) -> None:
+    renderer.validate_template(name)
+    if variant == "full":
+        context = make_context()
+    elif variant == "minimal":  # no consent, nothing optional, no first name
+        context = make_context(
+            recipient={"customer_id": "C2", "email": "a@x.example"},
+            recommendations=[],
+            behavioral_allowed=False,
+        )
+        del context["offer"], context["recent_purchase"]
+    else:
+        context = make_context(campaign={"campaign_id": "c", "name": "n", "variant": "B"})
+    email = renderer.render(name, context)
+
+    assert isinstance(email, RenderedEmail)
+    assert email.subject and "\n" not in email.subject
+    assert email.preheader and "\n" not in email.preheader
+    assert email.warnings == []
+    assert email.html.startswith("<!DOCTYPE html>")
+    assert 'style="' in email.html
+    assert f"<title>{html_lib.escape(email.subject, quote=False)}</title>" in email.html
+    for url in context["links"].values():
+        assert f'href="{url}"' in email.html
+        assert url in email.text
+    assert not TAG_RE.search(email.text), TAG_RE.search(email.text)
+    assert "{{" not in email.html and "{%" not in email.html and "{{" not in email.text
+    assert "\ue000" not in email.html + email.text
+    assert email.headers["List-Unsubscribe"] == (
+        "<https://northwind.example/u/tok123>, <mailto:unsubscribe@northwind.example>"
+    )
+
+
+def _visible_text(markup: str) -> str:
+    markup = re.sub(r"<(style|head)\b.*?</\1>", " ", markup, flags=re.S | re.I)
+    return " ".join(html_lib.unescape(TAG_RE.sub(" ", markup)).split())
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_flattened_template_shows_what_plain_jinja_shows(
+    renderer: EmailRenderer, name: str
+) -> None:
+    """Flattening extends/blocks/includes and inlining CSS must not change the content."""
+    env = ImmutableSandboxedEnvironment(
+        loader=FileSystemLoader(str(DEFAULT_TEMPLATES_DIR)),
+        autoescape=True,
+        undefined=StrictUndefined,
+    )
+    env.filters.update(renderer.environment.filters)
+    env.globals.update(renderer.environment.globals)
+    for context in (make_context(), make_context(recommendations=[], behavioral_allowed=False)):
+        email = renderer.render(name, context)
+        expected = env.get_template(renderer.resolve_name(name)).render(
+            context, subject=email.subject, preheader=email.preheader
+        )
+        assert _visible_text(email.html) == _visible_text(expected)
+
+
+# ------------------------------------------------------------------------------------------
+# Escaping
+# ------------------------------------------------------------------------------------------
+
+
+def test_injection_attempts_are_escaped(renderer: EmailRenderer) -> None:
+    context = make_context(
+        recipient={
+            "customer_id": "C3",
+            "first_name": "<script>alert(1)</script>",
+            "email": "x@x.example",
+        },
+        campaign={"campaign_id": "c", "name": "n", "variant": "B"},
+    )
+    context["recommendations"][0]["name"] = '"><img src=x onerror=alert(1)>'
+    context["recommendations"][1]["category"] = "<b onmouseover=alert(2)>Shoes</b>"
+    context["recent_purchase"] = {"name": "</strong><script>steal()</script>"}
+    email = renderer.render("newsletter", context)
+
+    assert "<script" not in email.html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    assert "<img src=x" not in email.html
+    assert "onerror=alert(1)&gt;" in email.html  # escaped, inside text or a quoted attribute
+    assert 'alt="&#34;&gt;&lt;img src=x onerror=alert(1)&gt;"' in email.html
+    assert "<b onmouseover" not in email.html
+    # the subject is a plain-text header; the <title> that shows it is escaped
+    assert email.subject.startswith("<script>alert(1)</script>")
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt;" in email.html
+    # no raw tags from values in the text part
+    assert not TAG_RE.search(email.text)
+    assert "<img" not in email.text and "<script" not in email.text
+    assert "alert(1)" in email.text  # the text of the value survives, the tags do not
+
+
+# ------------------------------------------------------------------------------------------
+# Missing variables and defaults
+# ------------------------------------------------------------------------------------------
+
+
+def test_missing_variable_error_names_template_line_and_variable(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path,
+        {
+            "campaigns/greet.html.j2": mini_campaign(
+                '<p class="box">Hi\n  {{ recipient.first_name }}</p>'
+            )
+        },
+    )
+    with pytest.raises(TemplateRenderError) as info:
+        r.render("greet", MINI_CONTEXT)
+    err = info.value
+    assert (err.template, err.lineno, err.variable) == (
+        "campaigns/greet.html.j2",
+        6,
+        "recipient.first_name",
+    )
+    assert "campaigns/greet.html.j2, line 6" in str(err)
+    assert "recipient.first_name" in str(err)
+    assert err.customer_id == 7
+
+
+def test_missing_variable_in_an_included_component_points_at_the_component(
+    renderer: EmailRenderer,
+) -> None:
+    context = make_context()
+    del context["links"]["preferences_url"]
+    with pytest.raises(TemplateRenderError) as info:
+        renderer.render("newsletter", context)
+    err = info.value
+    assert err.template == "components/footer.html.j2"
+    source = (DEFAULT_TEMPLATES_DIR / "components/footer.html.j2").read_text().splitlines()
+    assert "links.preferences_url" in source[err.lineno - 1]
+    assert err.variable == "links.preferences_url"
+
+
+def test_missing_top_level_variable(tmp_path: Path) -> None:
+    r = mini_renderer(tmp_path, {"campaigns/x.html.j2": mini_campaign("<p>{{ coupon }}</p>")})
+    with pytest.raises(TemplateRenderError, match=r"line 5: undefined variable 'coupon'"):
+        r.render("x", MINI_CONTEXT)
+
+
+def test_declared_default_allows_missing_value(renderer: EmailRenderer, tmp_path: Path) -> None:
+    context = make_context(recipient={"customer_id": "C4", "email": "a@x.example"})
+    email = renderer.render("newsletter", context)
+    assert "Hi there, here is your week" in email.html
+
+    r = mini_renderer(
+        tmp_path,
+        {"campaigns/d.html.j2": mini_campaign("<p>{{ first_name | default('there') }}</p>")},
+    )
+    assert "<p>there</p>" in r.render("d", MINI_CONTEXT).html
+
+
+# ------------------------------------------------------------------------------------------
+# Subject and preheader
+# ------------------------------------------------------------------------------------------
+
+
+def test_crlf_in_subject_is_stripped_and_reported(renderer: EmailRenderer) -> None:
+    context = make_context(
+        recipient={"customer_id": "C5", "first_name": "Eve\r\nBcc: all@x.example", "email": "e@x"},
+        campaign={"campaign_id": "c", "name": "n", "variant": "B"},
+    )
+    context["recommendations"][0]["name"] = "Boot\nX-Injected: yes"
+    email = renderer.render("newsletter", context)
+    assert "\r" not in email.subject and "\n" not in email.subject
+    assert email.subject == "Eve Bcc: all@x.example, your weekly picks are in"
+    assert "\n" not in email.preheader and "Boot X-Injected: yes" in email.preheader
+    assert any(w.startswith("subject:") and "2 line-break" in w for w in email.warnings)
+    assert any(w.startswith("preheader:") for w in email.warnings)
+    assert "<title>Eve Bcc: all@x.example, your weekly picks are in</title>" in email.html
+
+
+def test_empty_subject_is_rejected(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path,
+        {"campaigns/e.html.j2": mini_campaign("<p>x</p>", subject="{{ recipient.name }}")},
+    )
+    context = {**MINI_CONTEXT, "recipient": {"customer_id": 1, "name": " \r\n "}}
+    with pytest.raises(TemplateRenderError, match="subject is empty"):
+        r.render("e", context)
+
+
+def test_template_newlines_in_subject_are_not_warnings(tmp_path: Path) -> None:
+    subject = "{% if x %}\n  A\n{% else %}\n  Hello\n  {{ recipient.customer_id }}\n{% endif %}"
+    r = mini_renderer(tmp_path, {"campaigns/s.html.j2": mini_campaign("<p>x</p>", subject)})
+    email = r.render("s", {**MINI_CONTEXT, "x": False})
+    assert email.subject == "Hello 7"
+    assert email.warnings == []
+
+
+def test_template_without_subject_block_is_rejected(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path,
+        {
+            "campaigns/n.html.j2": (
+                '{% extends "layouts/base.html.j2" %}{% block preheader %}p{% endblock %}'
+            )
+        },
+    )
+    with pytest.raises(TemplateRenderError, match=r"no \{% block subject %\}"):
+        r.validate_template("n")
+
+
+# ------------------------------------------------------------------------------------------
+# Headers
+# ------------------------------------------------------------------------------------------
+
+
+def test_list_unsubscribe_headers(renderer: EmailRenderer) -> None:
+    email = renderer.render("win_back", make_context())
+    assert email.headers == {
+        "List-Unsubscribe": (
+            "<https://northwind.example/u/tok123>, <mailto:unsubscribe@northwind.example>"
+        ),
+        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+    }
+
+    context = make_context()
+    context["links"]["unsubscribe_mailto"] = "mailto:u+tok123@northwind.example?subject=stop"
+    email = renderer.render("win_back", context)
+    assert email.headers["List-Unsubscribe"] == (
+        "<https://northwind.example/u/tok123>, <mailto:u+tok123@northwind.example?subject=stop>"
+    )
+
+
+def test_list_unsubscribe_without_https_has_no_one_click(tmp_path: Path) -> None:
+    r = mini_renderer(tmp_path, {"campaigns/h.html.j2": mini_campaign("<p>x</p>")})
+    context = {**MINI_CONTEXT, "links": {"unsubscribe_url": "http://x.example/u,1"}}
+    email = r.render("h", context)
+    assert email.headers == {"List-Unsubscribe": "<http://x.example/u%2C1>"}
+    assert any("List-Unsubscribe-Post" in w for w in email.warnings)
+
+
+def test_relative_unsubscribe_url_is_joined_to_base_url(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path, {"campaigns/h.html.j2": mini_campaign("<p>x</p>")}, base_url="https://s.example"
+    )
+    email = r.render("h", {**MINI_CONTEXT, "links": {"unsubscribe_url": "/u/abc"}})
+    assert email.headers["List-Unsubscribe"] == "<https://s.example/u/abc>"
+
+
+def test_bad_unsubscribe_url_fails_that_recipient(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path,
+        {
+            "campaigns/h.html.j2": "{% extends 'layouts/base.html.j2' %}"
+            "{% block subject %}s{% endblock %}{% block preheader %}p{% endblock %}"
+        },
+    )
+    bad = {**MINI_CONTEXT, "links": {"unsubscribe_url": "https://x.example/u>\r\nBcc: a"}}
+    with pytest.raises(TemplateRenderError, match="List-Unsubscribe"):
+        r.render("h", bad)
+
+
+# ------------------------------------------------------------------------------------------
+# CSS inlining
+# ------------------------------------------------------------------------------------------
+
+
+def test_styles_are_inlined(renderer: EmailRenderer) -> None:
+    email = renderer.render("newsletter", make_context())
+    hero = re.search(r'<h1 class="hero-title" style="([^"]+)">', email.html)
+    assert hero and "font-size: 28px" in hero.group(1)
+    price = re.search(r'<div class="product-price" style="([^"]+)">', email.html)
+    assert price and "color: #047857" in price.group(1)
+    # only @media rules are left in <style>: the core layout does not need it
+    styles = re.findall(r"<style>(.*?)</style>", email.html, re.S)
+    assert styles and all(s.strip().startswith("@media") for s in styles)
+    assert ".hero-title" not in "".join(styles)
+
+
+def test_styles_inlined_without_any_style_element(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path,
+        {"campaigns/c.html.j2": mini_campaign('<p class="box">{{ recipient.customer_id }}</p>')},
+        keep_media_queries=False,
+    )
+    email = r.render("c", MINI_CONTEXT)
+    assert "<style" not in email.html
+    assert '<p class="box" style="color: #ff0000;">7</p>' in email.html
+
+
+def test_css_inlining_happens_once_per_template(renderer: EmailRenderer, monkeypatch) -> None:
+    import css_inline
+
+    calls = []
+    original = css_inline.CSSInliner.inline
+    fresh = EmailRenderer(renderer.config)
+
+    class Spy:
+        def inline(self, html: str) -> str:
+            calls.append(1)
+            return original(renderer._inliner, html)
+
+    monkeypatch.setattr(fresh, "_inliner", Spy())
+    results = fresh.render_many("newsletter", [make_context() for _ in range(20)])
+    assert all(isinstance(r, RenderedEmail) for r in results)
+    assert len(calls) == 1
+
+
+# ------------------------------------------------------------------------------------------
+# Content blocks
+# ------------------------------------------------------------------------------------------
+
+
+def test_fallback_block_when_no_recommendations(renderer: EmailRenderer) -> None:
+    email = renderer.render("newsletter", make_context(recommendations=[]))
+    assert "Explore our bestsellers" in email.html
+    assert 'class="products"' not in email.html
+    assert not re.search(r"<table[^>]*>\s*<tbody>\s*</tbody>\s*</table>", email.html)
+    assert "Explore our bestsellers" in email.text
+    assert "Browse the shop (https://northwind.example)" in email.text
+
+    full = renderer.render("newsletter", make_context())
+    assert "Explore our bestsellers" not in full.html
+    assert full.html.count('class="product-name"') == 5
+
+
+def test_behavioral_content_only_with_consent(renderer: EmailRenderer) -> None:
+    allowed = renderer.render("newsletter", make_context(behavioral_allowed=True))
+    denied = renderer.render("newsletter", make_context(behavioral_allowed=False))
+    assert "recent browsing" in allowed.html and "recent browsing" in allowed.text
+    assert "recent browsing" not in denied.html and "recent browsing" not in denied.text
+    assert "Popular this week" in denied.html
+
+    cart_yes = renderer.render("cart_abandonment", make_context(behavioral_allowed=True))
+    cart_no = renderer.render("cart_abandonment", make_context(behavioral_allowed=False))
+    assert "cart" in cart_yes.subject
+    assert "cart" not in cart_no.subject.lower()
+    assert "cart" not in cart_no.html.lower() and "cart" not in cart_no.text.lower()
+
+    # behavioural content is off unless the context says otherwise
+    context = make_context()
+    del context["behavioral_allowed"]
+    assert "recent browsing" not in renderer.render("newsletter", context).html
+
+
+def test_recent_purchase_block_only_when_present(renderer: EmailRenderer) -> None:
+    with_purchase = renderer.render("newsletter", make_context())
+    context = make_context()
+    del context["recent_purchase"]
+    without = renderer.render("newsletter", context)
+    assert "Fjord rain jacket" in with_purchase.html
+    assert "recent order" not in without.html
+
+
+def test_offer_block_only_when_present(renderer: EmailRenderer) -> None:
+    assert "SUMMER15" in renderer.render("newsletter", make_context()).html
+    assert "SUMMER15" not in renderer.render("newsletter", make_context(offer=None)).html
+
+
+def test_brand_from_config_and_partial_override(renderer: EmailRenderer) -> None:
+    email = renderer.render("newsletter", make_context(brand={"name": "Southwind"}))
+    assert "Southwind" in email.subject
+    assert "12 Fjord Street, Bergen" in email.html  # address still from the config
+
+
+def test_relative_and_unsafe_urls(tmp_path: Path) -> None:
+    content = '<a href="{{ a | abs_url }}">a</a> <a href="{{ b | abs_url }}">b</a>'
+    r = mini_renderer(
+        tmp_path,
+        {"campaigns/u.html.j2": mini_campaign(content)},
+        base_url="https://s.example/shop/",
+    )
+    email = r.render("u", {**MINI_CONTEXT, "a": "/p/1?x=1&y=2", "b": "javascript:alert(1)"})
+    assert 'href="https://s.example/p/1?x=1&amp;y=2"' in email.html
+    assert 'href="#"' in email.html
+    assert "a (https://s.example/p/1?x=1&y=2)" in email.text
+
+
+def test_money_filter(tmp_path: Path) -> None:
+    content = (
+        "<p>{{ 1299.5 | money('EUR') }}|{{ 5 | money('chf') }}|{{ '7.25' | money('USD') }}</p>"
+    )
+    r = mini_renderer(tmp_path, {"campaigns/m.html.j2": mini_campaign(content)})
+    assert "<p>€1,299.50|5.00 CHF|$7.25</p>" in r.render("m", MINI_CONTEXT).html
+
+
+# ------------------------------------------------------------------------------------------
+# Plain text
+# ------------------------------------------------------------------------------------------
+
+
+def test_text_part_has_links_and_no_tags(renderer: EmailRenderer) -> None:
+    email = renderer.render("newsletter", make_context())
+    text = email.text
+    assert not TAG_RE.search(text)
+    assert "View in browser (https://northwind.example/v/tok123)" in text
+    assert "Email preferences (https://northwind.example/prefs/tok123)" in text
+    assert "Unsubscribe (https://northwind.example/u/tok123)" in text
+    assert "Trail boot 0 (https://northwind.example/p/0)" in text
+    assert "€120.00" in text
+    assert "SUMMER15" in text
+    assert email.preheader not in text  # the hidden preheader div is left out
+    assert "cdn.northwind.example" not in text  # images are left out
+    assert "\n\n\n" not in text and text == text.strip()
+    assert "&middot;" not in text and "·" in text  # entities decoded
+
+
+def test_explicit_text_block_replaces_derived_text(tmp_path: Path) -> None:
+    source = mini_campaign("<p>html only</p>") + (
+        "{% block text %}Plain {{ name }}: {{ links.unsubscribe_url }}{% endblock %}"
+    )
+    r = mini_renderer(tmp_path, {"campaigns/t.html.j2": source})
+    email = r.render("t", {**MINI_CONTEXT, "name": "<b>Bo</b>"})
+    assert email.text == "Plain Bo: https://x.example/u"
+    assert "html only" in email.html
+
+
+# ------------------------------------------------------------------------------------------
+# Batches and errors as values
+# ------------------------------------------------------------------------------------------
+
+
+def test_render_many_isolates_a_failing_recipient(renderer: EmailRenderer) -> None:
+    bad = make_context(recipient={"customer_id": "BAD", "first_name": "X", "email": "x@x"})
+    del bad["recommendations"][2]["price"]
+    contexts = [make_context(), bad, make_context(recommendations=[])]
+    results = renderer.render_many("newsletter", contexts)
+    assert [type(r) for r in results] == [RenderedEmail, TemplateRenderError, RenderedEmail]
+    err = results[1]
+    assert isinstance(err, TemplateRenderError)
+    assert err.customer_id == "BAD" and "BAD" in str(err)
+    assert err.template == "components/recommendations.html.j2"
+    assert err.variable == "product.price"
+
+
+def test_render_many_with_broken_template_returns_the_error_for_everyone(tmp_path: Path) -> None:
+    r = mini_renderer(tmp_path, {"campaigns/b.html.j2": mini_campaign("<p>{% if %}</p>")})
+    results = r.render_many("b", [MINI_CONTEXT, MINI_CONTEXT])
+    assert len(results) == 2 and all(isinstance(x, TemplateRenderError) for x in results)
+
+
+def test_syntax_error_reports_template_and_line(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path,
+        {
+            "campaigns/s.html.j2": mini_campaign('{% include "components/broken.html.j2" %}'),
+            "components/broken.html.j2": "<p>\nok\n{{ recipient.name | }}\n</p>\n",
+        },
+    )
+    with pytest.raises(TemplateRenderError) as info:
+        r.validate_template("s")
+    err = info.value
+    assert (err.template, err.lineno) == ("components/broken.html.j2", 3)
+    assert str(err).startswith("components/broken.html.j2, line 3: syntax error")
+
+
+def test_missing_include_is_reported_where_it_is_included(tmp_path: Path) -> None:
+    r = mini_renderer(tmp_path, {"campaigns/i.html.j2": mini_campaign('{% include "nope.j2" %}')})
+    with pytest.raises(
+        TemplateRenderError, match=r"campaigns/i.html.j2, line 5: template not found"
+    ):
+        r.validate_template("i")
+
+
+def test_jinja_inside_an_html_tag_is_rejected(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path, {"campaigns/t.html.j2": mini_campaign('<td {% if x %}class="a"{% endif %}>')}
+    )
+    with pytest.raises(TemplateRenderError, match=r"line 5: Jinja tags inside an HTML tag"):
+        r.validate_template("t")
+
+
+def test_jinja_inside_style_is_rejected(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path, {"campaigns/t.html.j2": mini_campaign("<style>p { color: {{ c }}; }</style>")}
+    )
+    with pytest.raises(TemplateRenderError, match="inside <style>"):
+        r.validate_template("t")
+
+
+def test_sandbox_blocks_unsafe_attributes(tmp_path: Path) -> None:
+    content = "<p>{{ recipient.__class__.__mro__ }}</p>"
+    r = mini_renderer(tmp_path, {"campaigns/x.html.j2": mini_campaign(content)})
+    with pytest.raises(TemplateRenderError, match="unsafe"):
+        r.render("x", MINI_CONTEXT)
+
+
+def test_error_survives_pickling() -> None:
+    err = TemplateRenderError("boom", template="a.j2", lineno=3, variable="v", customer_id=1)
+    copy_ = pickle.loads(pickle.dumps(err))
+    assert str(copy_) == str(err) == "a.j2, line 3: boom (recipient 1)"
+    assert copy_.variable == "v"
+
+
+# ------------------------------------------------------------------------------------------
+# Template features
+# ------------------------------------------------------------------------------------------
+
+
+def test_smart_quotes_inside_tags_are_normalised(tmp_path: Path) -> None:
+    source = mini_campaign(
+        "<p>“Quoted” text stays. {{ recipient.first_name | default(“there”) }}</p>\n"
+        "<p>{% if recipient.customer_id == 7 %}{{ ‘It’s’ ~ ' it’s' }}{% endif %}</p>",
+        subject="Hi {{ recipient.nick | default(‘friend’) }}",
+    )
+    r = mini_renderer(tmp_path, {"campaigns/q.html.j2": source})
+    email = r.render("q", MINI_CONTEXT)
+    assert email.subject == "Hi friend"
+    assert "<p>“Quoted” text stays. there</p>" in email.html
+    assert "<p>It’s it’s</p>" in email.html
+
+
+def test_normalize_template_source() -> None:
+    source = "“a” {{ “x” ~ ‘y’ ~ 'it’s' ~ \u00a0z\u200b }} {% if a == ‘b’ %}“c”{% endif %}"
+    assert normalize_template_source(source) == (
+        "“a” {{ \"x\" ~ 'y' ~ 'it’s' ~  z }} {% if a == 'b' %}“c”{% endif %}"
+    )
+    assert normalize_template_source("plain {{ x }}") == "plain {{ x }}"
+
+
+def test_super_blocks_and_top_level_sets(tmp_path: Path) -> None:
+    files = {
+        "layouts/mid.html.j2": (
+            '{% extends "layouts/base.html.j2" %}\n'
+            '{% set greeting = "Hello" %}\n'
+            "{% block content %}<p>mid {{ greeting }}</p>{% endblock %}\n"
+        ),
+        "campaigns/c.html.j2": (
+            '{% extends "layouts/mid.html.j2" %}\n'
+            '{% set greeting = "Hej" %}\n'
+            "{% block subject %}{{ greeting }} sub{% endblock %}\n"
+            "{% block preheader %}pre{% endblock %}\n"
+            "{% block content %}<p>child</p>{{ super() }}{{ superb }}{% endblock %}\n"
+        ),
+    }
+    r = mini_renderer(tmp_path, files)
+    email = r.render("c", {**MINI_CONTEXT, "superb": "!"})
+    # Jinja semantics: the child's top-level set runs first, the parent's runs after it
+    plain = ImmutableSandboxedEnvironment(loader=FileSystemLoader(str(tmp_path)), autoescape=True)
+    expected = plain.get_template("campaigns/c.html.j2").render(
+        MINI_CONTEXT, subject="x", preheader="y", superb="!"
+    )
+    assert "<p>child</p><p>mid Hello</p>!" in expected
+    assert "<p>child</p><p>mid Hello</p>!" in email.html
+    assert email.subject == "Hello sub"
+
+
+def test_loops_inside_tables_survive_css_inlining(tmp_path: Path) -> None:
+    content = (
+        '<table class="box"><tbody>{% for row in rows %}<tr><td>{{ row }}</td></tr>'
+        "{% else %}<tr><td>none</td></tr>{% endfor %}</tbody></table>"
+    )
+    r = mini_renderer(tmp_path, {"campaigns/t.html.j2": mini_campaign(content)})
+    email = r.render("t", {**MINI_CONTEXT, "rows": ["a", "b"]})
+    assert (
+        '<table class="box" style="color: #ff0000;"><tbody><tr><td>a</td></tr><tr><td>b</td></tr>'
+        "</tbody></table>"
+    ) in email.html
+    assert "a\n\nb" in email.text
+    assert "none" in r.render("t", {**MINI_CONTEXT, "rows": []}).html
+
+
+def test_auto_reload_picks_up_changes(tmp_path: Path) -> None:
+    r = mini_renderer(
+        tmp_path, {"campaigns/r.html.j2": mini_campaign("<p>one</p>")}, auto_reload=True
+    )
+    assert "<p>one</p>" in r.render("r", MINI_CONTEXT).html
+    path = tmp_path / "campaigns/r.html.j2"
+    path.write_text(mini_campaign("<p>two</p>"))
+    import os
+
+    stat = path.stat()
+    os.utime(path, (stat.st_atime, stat.st_mtime + 5))
+    assert "<p>two</p>" in r.render("r", MINI_CONTEXT).html
+
+
+def test_context_is_not_mutated(renderer: EmailRenderer) -> None:
+    context = make_context(brand={"name": "Southwind"})
+    before = copy.deepcopy(context)
+    renderer.render("birthday", context)
+    assert context == before
+
+
+def test_loop_separators_in_text(tmp_path: Path) -> None:
+    content = (
+        "<p>Tags: {% for t in tags %}<span>{{ t }}</span> {% endfor %}end</p>\n"
+        "<div>{% for t in tags %}{{ t }}<br>{% endfor %}</div>\n"
+        "<h2>Rows</h2>{% for t in tags %}<p>{{ t }}</p>{% endfor %}<p>after</p>"
+    )
+    r = mini_renderer(tmp_path, {"campaigns/l.html.j2": mini_campaign(content)})
+    text = r.render("l", {**MINI_CONTEXT, "tags": ["a", "b"]}).text
+    assert text.startswith("Tags: a b end\n\na\nb\n\nRows\n\na\n\nb\n\nafter\n\n")
