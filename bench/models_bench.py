@@ -53,6 +53,7 @@ def timed(rows: list[Row], step: str, detail: Callable[[], str] | str = "") -> A
     yield
     elapsed = time.perf_counter() - start
     rows.append((step, f"{elapsed:.2f}", detail() if callable(detail) else detail))
+    print(f"  .. {step}: {elapsed:.2f}s", file=sys.stderr, flush=True)
 
 
 def _fmt(metrics: dict[str, float], keys: list[str]) -> str:
@@ -80,6 +81,7 @@ def bench_propensity(n: int, nthread: int) -> list[Row]:
             params=params,
         )
         elapsed = time.perf_counter() - start
+        print(f"  .. {task}: train {elapsed:.2f}s", file=sys.stderr, flush=True)
         lift = result.metrics["roc_auc"] - result.baseline_metrics["roc_auc"]
         rows.append(
             (

@@ -339,9 +339,9 @@ P_CATEGORY_LANDING = 0.5  # shopping sessions that land on a favourite category'
 P_FOCUS_CATEGORY = 0.9  # product views of a category landing session in that category
 BROWSE_RATE_MEAN, BROWSE_RATE_SHAPE = 0.45, 0.5  # window-shopping sessions per 30 days
 BROWSE_MIN_VIEWS, BROWSE_EXTRA_VIEWS, P_BROWSE_CART = 3, 2.0, 0.1
-NEWSLETTER_REACH = 0.15  # share of the weekly sends that reach unengaged subscribers
-REACH_OPEN_PROB = (0.05, 0.35)  # reach grows from there with open probability to every send
-SUNSET_S = 30 * DAY  # after that long without activity a subscriber is back on low reach
+NEWSLETTER_REACH = 0.15  # share of the weekly newsletters an unengaged subscriber gets
+REACH_OPEN_PROB = (0.05, 0.35)  # reach grows from 0.15 to 1 as open_prob goes from 0.05 to 0.35
+SUNSET_S = 30 * DAY  # that long after a drop-out the subscriber is back on the low reach
 SEND_HOUR_UTC = 7
 SEND_SPREAD_S = 2_700  # a newsletter goes out over 45 minutes
 UNSUB_DELAY_S = (3_000, 21_000)  # unsubscribe between 50 min and ~6 h after the send
@@ -838,7 +838,7 @@ def _simulate_email(
     blocked = cust.unsubscribed & (unsub_camp < 0)
     lo, hi = REACH_OPEN_PROB
     engaged = np.clip((cust.open_prob - lo) / (hi - lo), 0.0, 1.0)
-    sunset = send_base[None, :] >= np.minimum(cust.dropout_ts, NEVER - SUNSET_S)[:, None] + SUNSET_S
+    sunset = send_base[None, :] >= cust.dropout_ts[:, None] + SUNSET_S
     reach = np.where(sunset, 0.0, engaged[:, None]) * (1 - NEWSLETTER_REACH) + NEWSLETTER_REACH
     eligible = (
         (cust.email_consent & ~blocked)[:, None]
@@ -978,8 +978,8 @@ def _funnel_steps(sessions: dict[str, np.ndarray], cust: _Customers, rng: np.ran
         BROWSE_MIN_VIEWS + rng.poisson(BROWSE_EXTRA_VIEWS, s),
         1 + rng.poisson(np.where(sessions["focus"] >= 0, 1.2, 0.7)),
     )
-    shop = np.where(rng.random(s) < np.where(browse, 0.0, bounce), 0, depth)
-    n_views = np.where(clicked_in, 1 + rng.poisson(0.8, s), shop)
+    bounced = rng.random(s) < np.where(browse, 0.0, bounce)
+    n_views = np.where(clicked_in, 1 + rng.poisson(0.8, s), np.where(bounced, 0, depth))
     cart = (n_views > 0) & (rng.random(s) < np.where(browse, P_BROWSE_CART, p_cart))
     checkout = cart & ~browse & (rng.random(s) < p_checkout)
     bought = checkout & (rng.random(s) < p_purchase)
