@@ -68,8 +68,15 @@ def run_demo(*, scale: str, job_name: str) -> int:
     started = time.perf_counter()
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
     print(f"Running job {job_name} (in-process; `make dev` shows the run in the UI)...", flush=True)
+    from personalization_assets.defs.automation.jobs import range_tags
+    from personalization_assets.defs.ingest.landing import landing_days
+
+    days = landing_days(landing)
+    if not days:
+        print(f"No event files under {landing}/events/date=YYYY-MM-DD/: nothing to run.", file=sys.stderr)
+        return 1
     result = defs().resolve_job_def(job_name).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet
+        instance=instance, raise_on_error=False, run_config=quiet, tags=range_tags(days[0], days[-1])
     )
     elapsed = time.perf_counter() - started
     print(render_summary())

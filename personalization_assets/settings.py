@@ -19,10 +19,19 @@ class SegmentSettings(BaseModel):
     min_size_warn: int = Field(1, ge=0)
 
 
+class FreshnessSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    partitions_start_date: str = "2025-01-01"
+    sensor_interval_seconds: int = Field(15, ge=1)
+    max_files_per_run: int = Field(500, ge=1)
+
+
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     segments: SegmentSettings = SegmentSettings()
+    freshness: FreshnessSettings = FreshnessSettings()
 
 
 def load_pipeline_settings(config_dir: Path) -> PipelineSettings:

@@ -72,10 +72,14 @@ def run_job(root: Path, job_name: str = "full_pipeline", **kwargs) -> dg.Execute
     with pytest.MonkeyPatch.context() as mp:
         for key, value in project_env(root).items():
             mp.setenv(key, value)
+        from personalization_assets.defs.automation.jobs import range_tags
+        from personalization_assets.defs.ingest.landing import landing_days
+
+        days = landing_days(root / "landing")
+        kwargs.setdefault("tags", range_tags(days[0], days[-1]))
+        kwargs.setdefault("instance", dg.DagsterInstance.ephemeral())
         job = defs().resolve_job_def(job_name)
-        return job.execute_in_process(
-            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False, **kwargs
-        )
+        return job.execute_in_process(raise_on_error=False, **kwargs)
 
 
 def failed_checks(result: dg.ExecuteInProcessResult) -> dict[str, str]:

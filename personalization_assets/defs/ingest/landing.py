@@ -159,30 +159,45 @@ def _relative(landing_dir: Path, path: Path) -> str:
 
 
 def load_event_lines(
-    con: duckdb.DuckDBPyConnection, landing_dir: Path, now: dt.datetime | None = None
+    con: duckdb.DuckDBPyConnection,
+    landing_dir: Path,
+    now: dt.datetime | None = None,
+    days: tuple[dt.date, dt.date] | None = None,
 ) -> LoadResult:
-    """Replace `raw.event_lines` with every non-blank line of every landing event file."""
+    """Load every non-blank line of the landing event files into `raw.event_lines`.
+
+    With `days=(first, last)` only those landing days are replaced (a partition or a range of
+    them); without, the whole table is. Either way re-running gives the same rows.
+    """
     now = now or _utcnow()
     ensure_raw_schema(con)
     files, skipped = event_files(landing_dir)
+    if days is not None:
+        files = [p for p in files if days[0] <= _landing_day(p) <= days[1]]
     result = LoadResult(
         table=f"{RAW_SCHEMA}.event_lines",
         files=[_relative(landing_dir, p) for p in files],
         skipped_files=[_relative(landing_dir, p) for p in skipped],
     )
     _register_files(con, landing_dir, "events", files, now)
-    if not files:
+    con.execute(
+        f"""create table if not exists {RAW_SCHEMA}.event_lines (
+            source_file varchar, landing_date date, line_no bigint,
+            raw_line varchar, loaded_at timestamp)"""
+    )
+    if days is None:
+        con.execute(f"delete from {RAW_SCHEMA}.event_lines")
+    else:
         con.execute(
-            f"""create or replace table {RAW_SCHEMA}.event_lines (
-                source_file varchar, landing_date date, line_no bigint,
-                raw_line varchar, loaded_at timestamp)"""
+            f"delete from {RAW_SCHEMA}.event_lines where landing_date between ? and ?", list(days)
         )
+    if not files:
         result.message = _empty_message(landing_dir, "events", "events/date=YYYY-MM-DD/*.ndjson")
         return result
     prefix_len = len(str(landing_dir.absolute())) + 2
     con.execute(
         f"""
-        create or replace table {RAW_SCHEMA}.event_lines as
+        insert into {RAW_SCHEMA}.event_lines
         with files as (
             select filename, string_split(content, chr(10)) as lines
             from read_text(?)
@@ -208,8 +223,20 @@ def load_event_lines(
         """,
         [[str(p.absolute()) for p in files]],
     )
-    result.rows = _count(con, result.table)
+    result.rows = con.execute(
+        f"select count(*) from {RAW_SCHEMA}.event_lines where source_file in (select unnest(?))",
+        [result.files],
+    ).fetchall()[0][0]
     return result
+
+
+def _landing_day(path: Path) -> dt.date:
+    return dt.date.fromisoformat(EVENT_FOLDER_RE.match(path.parent.name).group(1))
+
+
+def landing_days(landing_dir: Path) -> list[dt.date]:
+    """Every landing day that has at least one final-named event file, sorted."""
+    return sorted({_landing_day(p) for p in event_files(landing_dir)[0]})
 
 
 def load_csv_export(
