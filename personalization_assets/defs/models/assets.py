@@ -238,7 +238,8 @@ def product_recommendations(context: dg.AssetExecutionContext, warehouse: Wareho
             "matrix": f"{matrix.shape[0]} customers × {matrix.shape[1]} products",
         }
     )
-    als_p, pop_p = evaluation.get("als", {}).get("precision@10"), evaluation.get("popularity", {}).get("precision@10")
+    als_p = evaluation.get("als", {}).get("precision_at_k")
+    pop_p = evaluation.get("popularity", {}).get("precision_at_k")
     yield dg.AssetCheckResult(
         check_name="als_beats_popularity",
         passed=bool(als_p is not None and pop_p is not None and als_p > pop_p),
@@ -265,7 +266,8 @@ def _evaluate_recommenders(interactions: pd.DataFrame, settings, as_of) -> dict[
 def _evaluation_table(evaluation: dict[str, dict[str, float]]) -> str:
     if not evaluation:
         return "not enough history for a holdout evaluation"
-    metrics = [m for m in evaluation["als"] if "@" in m]
+    metrics = [m for m in ("precision_at_k", "recall_at_k", "map_at_k", "ndcg_at_k", "n_users")
+               if m in evaluation["als"]]
     lines = ["| recommender | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for name, values in evaluation.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")

@@ -8,6 +8,7 @@ once. Connections are opened per step and closed at its end.
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -22,6 +23,7 @@ class WarehouseResource(dg.ConfigurableResource):
     """Opens the project's DuckDB file (path from config, else PERSONALIZATION_DUCKDB_PATH)."""
 
     database: str = ""
+    lock_timeout_seconds: float = 120.0
 
     @property
     def path(self) -> Path:
@@ -31,12 +33,26 @@ class WarehouseResource(dg.ConfigurableResource):
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         """A connection in UTC, closed on exit (releasing the file lock)."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(self.path), read_only=read_only)
+        con = self._connect_waiting_for_lock(read_only)
         con.execute("set TimeZone = 'UTC'")
         try:
             yield con
         finally:
             con.close()
+
+
+    def _connect_waiting_for_lock(self, read_only: bool) -> duckdb.DuckDBPyConnection:
+        """Pools serialize our own writers; this waits out anything else holding the file."""
+        deadline = time.monotonic() + self.lock_timeout_seconds
+        delay = 0.1
+        while True:
+            try:
+                return duckdb.connect(str(self.path), read_only=read_only)
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
 
 class LandingZoneResource(dg.ConfigurableResource):
