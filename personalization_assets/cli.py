@@ -73,10 +73,20 @@ def run_demo(*, scale: str, job_name: str) -> int:
 
     days = landing_days(landing)
     if not days:
-        print(f"No event files under {landing}/events/date=YYYY-MM-DD/: nothing to run.", file=sys.stderr)
+        print(
+            f"No event files under {landing}/events/date=YYYY-MM-DD/: nothing to run.",
+            file=sys.stderr,
+        )
         return 1
-    result = defs().resolve_job_def(job_name).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=quiet, tags=range_tags(days[0], days[-1])
+    result = (
+        defs()
+        .resolve_job_def(job_name)
+        .execute_in_process(
+            instance=instance,
+            raise_on_error=False,
+            run_config=quiet,
+            tags=range_tags(days[0], days[-1]),
+        )
     )
     elapsed = time.perf_counter() - started
     print(render_summary())

@@ -18,7 +18,13 @@ from personalization_assets import paths
 from personalization_assets.defs.warehouse.project import prepare_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures"
-SHARED_RETAIL = paths.PROJECT_ROOT.parent / "shared" / "data" / "online_retail_sample" / "online_retail_sample.csv"
+SHARED_RETAIL = (
+    paths.PROJECT_ROOT.parent
+    / "shared"
+    / "data"
+    / "online_retail_sample"
+    / "online_retail_sample.csv"
+)
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 os.environ.setdefault("DBT_SEND_ANONYMOUS_USAGE_STATS", "false")
@@ -104,7 +110,9 @@ def sample_shop(tmp_path_factory) -> Iterator[BuiltWarehouse]:
         landing, customers=600, products=120, days=60, seed=7, bad_fraction=0.02
     )
     (landing / "orders").mkdir(parents=True, exist_ok=True)
-    shutil.copy(FIXTURES / "online_retail_ii_small.csv", landing / "orders" / "online_retail_ii.csv")
+    shutil.copy(
+        FIXTURES / "online_retail_ii_small.csv", landing / "orders" / "online_retail_ii.csv"
+    )
     result = run_job(root)
     yield BuiltWarehouse(
         root=root,
@@ -116,7 +124,9 @@ def sample_shop(tmp_path_factory) -> Iterator[BuiltWarehouse]:
     )
 
 
-def write_landing(root: Path, *, events: dict[str, list], customers: list[dict], products: list[dict]) -> Path:
+def write_landing(
+    root: Path, *, events: dict[str, list], customers: list[dict], products: list[dict]
+) -> Path:
     """Write a hand-built landing zone: events keyed by `date=YYYY-MM-DD` folder (dicts or raw lines)."""
     import csv
 
@@ -126,7 +136,10 @@ def write_landing(root: Path, *, events: dict[str, list], customers: list[dict],
         folder.mkdir(parents=True, exist_ok=True)
         text = "\n".join(line if isinstance(line, str) else json.dumps(line) for line in lines)
         (folder / f"events_{day.replace('-', '')}_0001.ndjson").write_text(text + "\n")
-    for folder, name, rows in (("crm", "customers.csv", customers), ("catalog", "products.csv", products)):
+    for folder, name, rows in (
+        ("crm", "customers.csv", customers),
+        ("catalog", "products.csv", products),
+    ):
         (landing / folder).mkdir(parents=True, exist_ok=True)
         with (landing / folder / name).open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(rows[0]))

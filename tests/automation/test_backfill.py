@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import shutil
 
 import dagster as dg
@@ -19,7 +18,9 @@ def _snapshot(database):
     try:
         return {
             "events": con.execute("select * from fct_events order by event_id").fetchall(),
-            "raw": con.execute("select count(*), min(landing_date), max(landing_date) from raw.event_lines").fetchone(),
+            "raw": con.execute(
+                "select count(*), min(landing_date), max(landing_date) from raw.event_lines"
+            ).fetchone(),
             "quarantine": con.execute("select count(*) from quarantined_rows").fetchone(),
         }
     finally:
@@ -30,7 +31,9 @@ def test_backfilling_a_range_twice_is_idempotent_and_matches_the_full_build(samp
     shutil.copytree(sample_shop.landing, tmp_path / "landing")
     shutil.copy(sample_shop.database, tmp_path / "warehouse.duckdb")
     full = _snapshot(tmp_path / "warehouse.duckdb")
-    days = sorted({row[0] for row in sample_shop.query("select distinct landing_date from raw.event_lines")})
+    days = sorted(
+        {row[0] for row in sample_shop.query("select distinct landing_date from raw.event_lines")}
+    )
     middle = (days[len(days) // 3], days[2 * len(days) // 3])
     keys = [key for key in _keys(WAREHOUSE_ONLY)]
     for _ in range(2):

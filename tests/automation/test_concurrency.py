@@ -26,8 +26,12 @@ def test_two_overlapping_full_runs_both_succeed_and_leave_no_duplicates(tmp_path
     script = paths.PROJECT_ROOT / "tests" / "automation" / "concurrent_run.py"
     runs = [
         subprocess.Popen(
-            [sys.executable, str(script), str(first), str(last)], env=env,
-            cwd=paths.PROJECT_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, str(script), str(first), str(last)],
+            env=env,
+            cwd=paths.PROJECT_ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for first, last in ((days[0], days[-1]), (days[len(days) // 2], days[-1]))
     ]

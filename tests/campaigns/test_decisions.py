@@ -26,21 +26,45 @@ SHIPPED = load_campaigns_config(paths.PROJECT_ROOT / "config" / "campaigns.yaml"
 
 def _event(event_id, user, event_type, ts, product_id=None, amount=None, order_id=None):
     return {
-        "event_id": event_id, "user_id": user, "event_type": event_type, "timestamp": ts,
-        "product_id": product_id, "category": None, "amount": amount,
-        "currency": "EUR" if amount is not None else None, "session_id": None, "device": None,
-        "campaign_id": None, "variant": None,
+        "event_id": event_id,
+        "user_id": user,
+        "event_type": event_type,
+        "timestamp": ts,
+        "product_id": product_id,
+        "category": None,
+        "amount": amount,
+        "currency": "EUR" if amount is not None else None,
+        "session_id": None,
+        "device": None,
+        "campaign_id": None,
+        "variant": None,
         "properties": {"order_id": order_id, "quantity": 1} if order_id else {},
     }
 
 
-def _customer(customer_id, *, consent="true", tracking="true", unsubscribed="false",
-              birth="1985-03-03", timezone="Europe/Berlin"):
+def _customer(
+    customer_id,
+    *,
+    consent="true",
+    tracking="true",
+    unsubscribed="false",
+    birth="1985-03-03",
+    timezone="Europe/Berlin",
+):
     return {
-        "customer_id": customer_id, "email": f"{customer_id}@example.com", "first_name": "Kim",
-        "last_name": "Lee", "gender": "f", "birth_date": birth, "city": "Berlin", "country": "DE",
-        "timezone": timezone, "signup_date": "2026-01-01", "email_consent": consent,
-        "tracking_consent": tracking, "unsubscribed": unsubscribed,
+        "customer_id": customer_id,
+        "email": f"{customer_id}@example.com",
+        "first_name": "Kim",
+        "last_name": "Lee",
+        "gender": "f",
+        "birth_date": birth,
+        "city": "Berlin",
+        "country": "DE",
+        "timezone": timezone,
+        "signup_date": "2026-01-01",
+        "email_consent": consent,
+        "tracking_consent": tracking,
+        "unsubscribed": unsubscribed,
     }
 
 
@@ -59,13 +83,26 @@ def trigger_shop(tmp_path_factory):
         _event("z0", "k1", "page_view", "2026-10-31T12:00:00+00:00"),
     ]
     customers = [
-        _customer("k1"), _customer("k2"), _customer("k3", consent="false"),
+        _customer("k1"),
+        _customer("k2"),
+        _customer("k3", consent="false"),
         _customer("k4", birth="1990-10-31"),
         _customer("k5", birth="1991-11-01", timezone="Asia/Tokyo"),
-        _customer("k6"), _customer("k7"), _customer("k8", unsubscribed="true"), _customer("k9"),
+        _customer("k6"),
+        _customer("k7"),
+        _customer("k8", unsubscribed="true"),
+        _customer("k9"),
     ]
-    products = [{"product_id": "p1", "name": "Runner", "category": "shoes", "price": "50",
-                 "currency": "EUR", "in_stock": "true"}]
+    products = [
+        {
+            "product_id": "p1",
+            "name": "Runner",
+            "category": "shoes",
+            "price": "50",
+            "currency": "EUR",
+            "in_stock": "true",
+        }
+    ]
     write_landing(root, events={"2026-10-31": events}, customers=customers, products=products)
     assert run_job(root, asset_selection=_upstream_of_decisions()).success
     return root / "warehouse.duckdb"
@@ -74,19 +111,50 @@ def trigger_shop(tmp_path_factory):
 def _upstream_of_decisions():
     import dagster as dg
 
-    return [
-        dg.AssetKey(k) for k in (
-            ["ingest", "raw_event_lines"], ["ingest", "raw_customers"], ["ingest", "raw_products"],
-            ["ingest", "raw_order_lines"], ["segments", "customer_segments"],
-        )
-    ] + [dg.AssetKey(["warehouse", n]) for n in (
-        "stg_raw__event_lines", "stg_crm__customers", "stg_catalog__products",
-        "stg_orders__order_lines", "int_events__classified", "fct_events", "fct_order_lines",
-        "fct_orders", "dim_customers", "dim_customer_contacts", "dim_products", "quarantined_rows",
-        "event_duplicates", "ingest_reconciliation", "currency_rates", "country_defaults",
-        "urban_cities")] + [dg.AssetKey(["features", n]) for n in (
-        "feature_as_of", "customer_features", "customer_feature_snapshots", "feature_snapshot_dates",
-        "training_labels")]
+    return (
+        [
+            dg.AssetKey(k)
+            for k in (
+                ["ingest", "raw_event_lines"],
+                ["ingest", "raw_customers"],
+                ["ingest", "raw_products"],
+                ["ingest", "raw_order_lines"],
+                ["segments", "customer_segments"],
+            )
+        ]
+        + [
+            dg.AssetKey(["warehouse", n])
+            for n in (
+                "stg_raw__event_lines",
+                "stg_crm__customers",
+                "stg_catalog__products",
+                "stg_orders__order_lines",
+                "int_events__classified",
+                "fct_events",
+                "fct_order_lines",
+                "fct_orders",
+                "dim_customers",
+                "dim_customer_contacts",
+                "dim_products",
+                "quarantined_rows",
+                "event_duplicates",
+                "ingest_reconciliation",
+                "currency_rates",
+                "country_defaults",
+                "urban_cities",
+            )
+        ]
+        + [
+            dg.AssetKey(["features", n])
+            for n in (
+                "feature_as_of",
+                "customer_features",
+                "customer_feature_snapshots",
+                "feature_snapshot_dates",
+                "training_labels",
+            )
+        ]
+    )
 
 
 @pytest.fixture
@@ -101,10 +169,13 @@ def con(trigger_shop, tmp_path):
 
 def _only(campaign_id: str, **trigger) -> CampaignsConfig:
     base = next(c for c in SHIPPED.campaigns if c.id == campaign_id)
-    campaign = base.model_copy(update={
-        "holdout_fraction": 0.0, "audience": base.audience.model_copy(update={"include_segments": []}),
-        "trigger": base.trigger.model_copy(update=trigger),
-    })
+    campaign = base.model_copy(
+        update={
+            "holdout_fraction": 0.0,
+            "audience": base.audience.model_copy(update={"include_segments": []}),
+            "trigger": base.trigger.model_copy(update=trigger),
+        }
+    )
     return SHIPPED.model_copy(update={"campaigns": [campaign]})
 
 
@@ -114,7 +185,8 @@ def _decide(con, config, clock: str):
     return dict(
         con.execute(
             "select customer_id, status || coalesce(':' || reason, '') from campaigns.campaign_decisions "
-            "where send_date = ?", [clock_ts.date()]
+            "where send_date = ?",
+            [clock_ts.date()],
         ).fetchall()
     )
 
@@ -158,16 +230,20 @@ def test_win_back_fires_after_the_configured_days_without_purchase(con):
 def test_frequency_cap_holds_across_campaigns_by_priority(con):
     first = _only("cart_abandonment").campaigns[0]
     second = first.model_copy(update={"id": "cart_followup", "priority": first.priority + 1})
-    config = SHIPPED.model_copy(update={
-        "campaigns": [first, second],
-        "defaults": SHIPPED.defaults.model_copy(
-            update={"frequency_cap": FrequencyCap(max_emails=1, per_days=7)}
-        ),
-    })
+    config = SHIPPED.model_copy(
+        update={
+            "campaigns": [first, second],
+            "defaults": SHIPPED.defaults.model_copy(
+                update={"frequency_cap": FrequencyCap(max_emails=1, per_days=7)}
+            ),
+        }
+    )
     _decide(con, config, "2026-10-31T11:30:00")
-    rows = dict(con.execute(
-        "select campaign_id, status from campaigns.campaign_decisions where customer_id = 'k1'"
-    ).fetchall())
+    rows = dict(
+        con.execute(
+            "select campaign_id, status from campaigns.campaign_decisions where customer_id = 'k1'"
+        ).fetchall()
+    )
     assert rows == {"cart_abandonment": "send", "cart_followup": "capped"}
 
 
@@ -188,15 +264,22 @@ def test_assignment_matches_weights_is_stable_and_holdout_gets_nothing(sample_sh
         "select campaign_id, customer_id, variant from campaigns.campaign_decisions order by 1, 2"
     ).fetchall()
     build_decisions(con, SHIPPED, send_date=clock.date(), clock=clock)
-    assert con.execute(
-        "select campaign_id, customer_id, variant from campaigns.campaign_decisions order by 1, 2"
-    ).fetchall() == first
-    shares = dict(con.execute(
-        "select variant, count(*) / sum(count(*)) over () from campaigns.campaign_decisions "
-        "where campaign_id = 'weekly_newsletter' and rule is not null group by variant"
-    ).fetchall())
+    assert (
+        con.execute(
+            "select campaign_id, customer_id, variant from campaigns.campaign_decisions order by 1, 2"
+        ).fetchall()
+        == first
+    )
+    shares = dict(
+        con.execute(
+            "select variant, count(*) / sum(count(*)) over () from campaigns.campaign_decisions "
+            "where campaign_id = 'weekly_newsletter' and rule is not null group by variant"
+        ).fetchall()
+    )
     assert shares["holdout"] == pytest.approx(0.05, abs=0.025)
-    assert shares["A"] == pytest.approx(0.475, abs=0.05) and shares["B"] == pytest.approx(0.475, abs=0.05)
+    assert shares["A"] == pytest.approx(0.475, abs=0.05) and shares["B"] == pytest.approx(
+        0.475, abs=0.05
+    )
     holdout_sent = con.execute(
         "select count(*) from campaigns.campaign_decisions where variant = 'holdout' and status = 'send'"
     ).fetchone()[0]
@@ -223,18 +306,58 @@ def test_validation_names_unknown_segments_fields_weights_and_templates(sample_s
     con = duckdb.connect(str(sample_shop.database), read_only=True)
     schema = feature_schema(con)
     con.close()
-    broken = Campaign.model_validate({
-        **SHIPPED.campaigns[0].model_dump(),
-        "audience": {"exclude_segments": ["Nobody"]},
-        "variants": [{"name": "A", "weight": 0.7}, {"name": "B", "weight": 0.7}],
-        "decision_rules": [{"name": "r1", "when": "frequncy > 3", "template": "no_such_template"}],
-    })
+    broken = Campaign.model_validate(
+        {
+            **SHIPPED.campaigns[0].model_dump(),
+            "audience": {"exclude_segments": ["Nobody"]},
+            "variants": [{"name": "A", "weight": 0.7}, {"name": "B", "weight": 0.7}],
+            "decision_rules": [
+                {"name": "r1", "when": "frequncy > 3", "template": "no_such_template"}
+            ],
+        }
+    )
     config = SHIPPED.model_copy(update={"campaigns": [broken]})
     with pytest.raises(CampaignConfigError) as error:
-        validate_campaigns(config, schema=schema, known_segments={"Lost"},
-                           template_exists=lambda name: name != "no_such_template")
+        validate_campaigns(
+            config,
+            schema=schema,
+            known_segments={"Lost"},
+            template_exists=lambda name: name != "no_such_template",
+        )
     message = str(error.value)
     assert "unknown segment 'Nobody'" in message
     assert "weights sum to 1.4" in message
     assert "frequncy" in message and "frequency" in message  # names the field and suggests
     assert "template 'no_such_template' does not exist" in message
+
+
+def test_re_rendering_payloads_keeps_one_payload_per_key(sample_shop, tmp_path):
+    import dagster as dg
+
+    from tests.conftest import run_job
+
+    shutil.copytree(sample_shop.landing, tmp_path / "landing")
+    shutil.copy(sample_shop.database, tmp_path / "warehouse.duckdb")
+    before = _payload_keys(tmp_path / "warehouse.duckdb")
+    result = run_job(tmp_path, asset_selection=[dg.AssetKey(["campaigns", "email_payloads"])])
+    assert result.success
+    after = _payload_keys(tmp_path / "warehouse.duckdb")
+    assert before and after == before
+    jsonl = list((tmp_path / "output" / "payloads").rglob("*.jsonl"))
+    lines = sum(len(p.read_text().splitlines()) for p in jsonl)
+    assert lines == len(after)
+
+
+def _payload_keys(database):
+    con = duckdb.connect(str(database), read_only=True)
+    try:
+        keys = [
+            row[0]
+            for row in con.execute(
+                "select idempotency_key from campaigns.email_payloads order by 1"
+            ).fetchall()
+        ]
+        assert len(keys) == len(set(keys))
+        return keys
+    finally:
+        con.close()

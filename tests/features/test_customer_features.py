@@ -34,17 +34,31 @@ def _event(event_id, user, event_type, ts, **extra):
 
 def _purchase(event_id, user, ts, order_id, amount, product="p1"):
     return _event(
-        event_id, user, "purchase", ts, product_id=product, amount=amount,
+        event_id,
+        user,
+        "purchase",
+        ts,
+        product_id=product,
+        amount=amount,
         properties={"order_id": order_id, "quantity": 1},
     )
 
 
 def _customer(customer_id, *, tracking="true", city="Berlin", birth="1990-05-01"):
     return {
-        "customer_id": customer_id, "email": f"{customer_id}@example.com", "first_name": "A",
-        "last_name": "B", "gender": "f", "birth_date": birth, "city": city, "country": "DE",
-        "timezone": "Europe/Berlin", "signup_date": "2026-01-01", "email_consent": "true",
-        "tracking_consent": tracking, "unsubscribed": "false",
+        "customer_id": customer_id,
+        "email": f"{customer_id}@example.com",
+        "first_name": "A",
+        "last_name": "B",
+        "gender": "f",
+        "birth_date": birth,
+        "city": city,
+        "country": "DE",
+        "timezone": "Europe/Berlin",
+        "signup_date": "2026-01-01",
+        "email_consent": "true",
+        "tracking_consent": tracking,
+        "unsubscribed": "false",
     }
 
 
@@ -54,19 +68,49 @@ EVENTS = [
     _purchase("e02", "c1", "2026-10-21T09:00:00+00:00", "o2", 20.0),
     _purchase("e03", "c1", "2026-10-21T09:00:00+00:00", "o2", 10.0, product="p2"),
     _purchase("e04", "c1", "2026-10-21T15:00:00+00:00", "o3", 40.0),
-    *[_event(f"s{c}", "c1", "email_send", ts, campaign_id=c) for c, ts in
-      [("A", "2026-10-05T08:00:00+00:00"), ("B", "2026-10-12T08:00:00+00:00"),
-       ("C", "2026-10-19T08:00:00+00:00"), ("D", "2026-10-26T08:00:00+00:00")]],
+    *[
+        _event(f"s{c}", "c1", "email_send", ts, campaign_id=c)
+        for c, ts in [
+            ("A", "2026-10-05T08:00:00+00:00"),
+            ("B", "2026-10-12T08:00:00+00:00"),
+            ("C", "2026-10-19T08:00:00+00:00"),
+            ("D", "2026-10-26T08:00:00+00:00"),
+        ]
+    ],
     _event("oA", "c1", "email_open", "2026-10-05T09:00:00+00:00", campaign_id="A"),
     _event("oC1", "c1", "email_open", "2026-10-20T10:00:00+00:00", campaign_id="C"),
     _event("oC2", "c1", "email_open", "2026-10-20T10:00:00+00:00", campaign_id="C"),
     _event("kC", "c1", "email_click", "2026-10-20T10:05:00+00:00", campaign_id="C"),
-    _event("v0", "c1", "product_view", "2026-10-30T12:00:00+00:00", product_id="p1",
-           session_id="w0", device="mobile"),  # exactly 24 h before as-of: outside the window
-    *[_event(f"v{h}", "c1", "product_view", f"2026-10-31T{h:02d}:00:00+00:00", product_id="p1",
-             session_id="w1", device="mobile") for h in (8, 9, 10, 11)],
-    _event("v12", "c1", "product_view", "2026-10-31T12:00:00+00:00", product_id="p3",
-           session_id="w1", device="desktop"),  # the as-of event itself: inside
+    _event(
+        "v0",
+        "c1",
+        "product_view",
+        "2026-10-30T12:00:00+00:00",
+        product_id="p1",
+        session_id="w0",
+        device="mobile",
+    ),  # exactly 24 h before as-of: outside the window
+    *[
+        _event(
+            f"v{h}",
+            "c1",
+            "product_view",
+            f"2026-10-31T{h:02d}:00:00+00:00",
+            product_id="p1",
+            session_id="w1",
+            device="mobile",
+        )
+        for h in (8, 9, 10, 11)
+    ],
+    _event(
+        "v12",
+        "c1",
+        "product_view",
+        "2026-10-31T12:00:00+00:00",
+        product_id="p3",
+        session_id="w1",
+        device="desktop",
+    ),  # the as-of event itself: inside
     # c3: one purchase 60 days ago, no tracking consent (browsing features must be null).
     _purchase("e10", "c3", "2026-09-01T12:00:00+00:00", "o10", 10.0),
     _event("v30", "c3", "product_view", "2026-10-31T10:00:00+00:00", product_id="p1"),
@@ -76,12 +120,38 @@ EVENTS = [
     # c6: one small order 152 days ago.
     _purchase("e30", "c6", "2026-06-01T12:00:00+00:00", "o30", 5.0),
 ]
-CUSTOMERS = [_customer("c1"), _customer("c2", city="Smalltown"), _customer("c3", tracking="false"),
-             _customer("c5"), _customer("c6")]
+CUSTOMERS = [
+    _customer("c1"),
+    _customer("c2", city="Smalltown"),
+    _customer("c3", tracking="false"),
+    _customer("c5"),
+    _customer("c6"),
+]
 PRODUCTS = [
-    {"product_id": "p1", "name": "Runner", "category": "shoes", "price": "50", "currency": "EUR", "in_stock": "true"},
-    {"product_id": "p2", "name": "Tote", "category": "bags", "price": "10", "currency": "EUR", "in_stock": "true"},
-    {"product_id": "p3", "name": "Cap", "category": "hats", "price": "15", "currency": "EUR", "in_stock": "true"},
+    {
+        "product_id": "p1",
+        "name": "Runner",
+        "category": "shoes",
+        "price": "50",
+        "currency": "EUR",
+        "in_stock": "true",
+    },
+    {
+        "product_id": "p2",
+        "name": "Tote",
+        "category": "bags",
+        "price": "10",
+        "currency": "EUR",
+        "in_stock": "true",
+    },
+    {
+        "product_id": "p3",
+        "name": "Cap",
+        "category": "hats",
+        "price": "15",
+        "currency": "EUR",
+        "in_stock": "true",
+    },
 ]
 
 
@@ -99,14 +169,15 @@ def tiny_shop(tmp_path_factory):
 
 
 def _features(con, customer_id):
-    frame = con.execute(
-        "select * from customer_features where customer_id = ?", [customer_id]
-    ).df()
+    frame = con.execute("select * from customer_features where customer_id = ?", [customer_id]).df()
     return frame.iloc[0].to_dict()
 
 
 def test_as_of_defaults_to_the_latest_event(tiny_shop):
-    assert str(tiny_shop.execute("select as_of from feature_as_of").fetchone()[0]) == "2026-10-31 12:00:00"
+    assert (
+        str(tiny_shop.execute("select as_of from feature_as_of").fetchone()[0])
+        == "2026-10-31 12:00:00"
+    )
 
 
 def test_rfm_values_count_orders_not_days_and_recency_from_the_last_order(tiny_shop):
@@ -184,7 +255,12 @@ def test_browsing_features_are_null_without_tracking_consent(tiny_shop):
 
 def test_demographics_join_from_the_crm(tiny_shop):
     c1 = _features(tiny_shop, "c1")
-    assert (c1["age"], c1["age_band"], c1["birthday_month"], c1["birthday_day"]) == (36, "35-44", 5, 1)
+    assert (c1["age"], c1["age_band"], c1["birthday_month"], c1["birthday_day"]) == (
+        36,
+        "35-44",
+        5,
+        1,
+    )
     assert c1["city_tier"] == "urban"
     assert _features(tiny_shop, "c2")["city_tier"] == "other"
 
@@ -228,15 +304,23 @@ def test_lifetimes_columns_agree_with_a_pandas_reference_on_the_sample_shop(samp
     reference["recency"] = (reference["last"] - reference["first"]).dt.days
     reference["T"] = (pd.Timestamp(as_of) - reference["first"]).dt.days
     reference["monetary"] = (
-        daily[~daily["is_first"]].groupby("customer_id")["net_amount_base"].mean()
-    ).reindex(reference.index).fillna(0.0)
-    ours = sample_shop.df(
-        "select customer_id, repeat_purchase_days, recency_lt_days, age_lt_days, monetary_lt "
-        "from customer_features where age_lt_days is not null and customer_source = 'crm'"
-    ).set_index("customer_id").sort_index()
+        (daily[~daily["is_first"]].groupby("customer_id")["net_amount_base"].mean())
+        .reindex(reference.index)
+        .fillna(0.0)
+    )
+    ours = (
+        sample_shop.df(
+            "select customer_id, repeat_purchase_days, recency_lt_days, age_lt_days, monetary_lt "
+            "from customer_features where age_lt_days is not null and customer_source = 'crm'"
+        )
+        .set_index("customer_id")
+        .sort_index()
+    )
     reference = reference.loc[ours.index]
     assert len(ours) > 50
     assert (ours["repeat_purchase_days"] == reference["frequency"]).all()
     assert (ours["recency_lt_days"] == reference["recency"]).all()
     assert (ours["age_lt_days"] == reference["T"]).all()
-    assert ours["monetary_lt"].to_numpy() == pytest.approx(reference["monetary"].to_numpy(), abs=0.01)
+    assert ours["monetary_lt"].to_numpy() == pytest.approx(
+        reference["monetary"].to_numpy(), abs=0.01
+    )

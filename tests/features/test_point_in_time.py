@@ -16,11 +16,24 @@ from personalization_assets.defs.warehouse.project import dbt_executable
 
 def _build_features_as_of(database, as_of: str) -> pd.DataFrame:
     subprocess.run(
-        [dbt_executable(), "run", "--quiet", "--select", "feature_as_of", "customer_features",
-         "--vars", json.dumps({"as_of": as_of}),
-         "--project-dir", str(paths.DBT_PROJECT_DIR), "--profiles-dir", str(paths.DBT_PROJECT_DIR),
-         "--target-path", str(database.parent / "target")],
-        check=True, cwd=paths.DBT_PROJECT_DIR,
+        [
+            dbt_executable(),
+            "run",
+            "--quiet",
+            "--select",
+            "feature_as_of",
+            "customer_features",
+            "--vars",
+            json.dumps({"as_of": as_of}),
+            "--project-dir",
+            str(paths.DBT_PROJECT_DIR),
+            "--profiles-dir",
+            str(paths.DBT_PROJECT_DIR),
+            "--target-path",
+            str(database.parent / "target"),
+        ],
+        check=True,
+        cwd=paths.DBT_PROJECT_DIR,
         env={**os.environ, paths.DUCKDB_PATH_ENV: str(database)},
     )
     con = duckdb.connect(str(database), read_only=True)
@@ -37,7 +50,9 @@ def test_features_at_t_ignore_everything_after_t(sample_shop, tmp_path):
         "select * exclude (as_of) from customer_feature_snapshots where as_of = ? order by customer_id",
         [as_of],
     ).df()
-    later_events = con.execute("select count(*) from fct_events where event_ts > ?", [as_of]).fetchone()[0]
+    later_events = con.execute(
+        "select count(*) from fct_events where event_ts > ?", [as_of]
+    ).fetchone()[0]
     con.close()
     assert later_events > 1000  # there is plenty of future to leak
 
@@ -55,4 +70,6 @@ def test_features_at_t_ignore_everything_after_t(sample_shop, tmp_path):
     without_future = _build_features_as_of(truncated, as_of.isoformat()).drop(columns="as_of")
     pd.testing.assert_frame_equal(with_future, without_future)
     # The training snapshot at T is the same SQL: identical to features computed as of T.
-    pd.testing.assert_frame_equal(with_future.reset_index(drop=True), snapshot.reset_index(drop=True))
+    pd.testing.assert_frame_equal(
+        with_future.reset_index(drop=True), snapshot.reset_index(drop=True)
+    )

@@ -57,7 +57,10 @@ def test_reloading_is_idempotent_and_keeps_first_load_time(con, tmp_path):
     first = dt.datetime(2026, 10, 1, 12)
     landing.load_event_lines(con, tmp_path, now=first)
     landing.load_event_lines(con, tmp_path, now=first + dt.timedelta(hours=1))
-    assert con.execute("select count(*), min(loaded_at) from raw.event_lines").fetchone() == (1, first)
+    assert con.execute("select count(*), min(loaded_at) from raw.event_lines").fetchone() == (
+        1,
+        first,
+    )
 
 
 def test_a_missing_landing_folder_gives_a_clear_message_not_a_stack_trace(con, tmp_path):
@@ -71,8 +74,12 @@ def test_a_csv_missing_a_required_column_names_file_and_column(con, tmp_path):
     _write(tmp_path / "crm/customers.csv", "customer_id,first_name\nc1,Ann\n")
     with pytest.raises(landing.LandingContractError, match=r"crm/customers.csv.*'email'"):
         landing.load_csv_export(
-            con, tmp_path, folder="crm", table="customers",
-            columns=landing.CUSTOMER_COLUMNS, required=landing.REQUIRED_CUSTOMER_COLUMNS,
+            con,
+            tmp_path,
+            folder="crm",
+            table="customers",
+            columns=landing.CUSTOMER_COLUMNS,
+            required=landing.REQUIRED_CUSTOMER_COLUMNS,
         )
 
 
@@ -85,8 +92,12 @@ def test_malformed_csv_records_are_kept_with_the_parser_error(con, tmp_path):
         "p3,Hat,accessories,5,EUR,false\n",
     )
     result = landing.load_csv_export(
-        con, tmp_path, folder="catalog", table="products",
-        columns=landing.PRODUCT_COLUMNS, required=landing.REQUIRED_PRODUCT_COLUMNS,
+        con,
+        tmp_path,
+        folder="catalog",
+        table="products",
+        columns=landing.PRODUCT_COLUMNS,
+        required=landing.REQUIRED_PRODUCT_COLUMNS,
     )
     rows = con.execute(
         "select product_id, malformed_error is not null, malformed_record from raw.products "
@@ -98,12 +109,20 @@ def test_malformed_csv_records_are_kept_with_the_parser_error(con, tmp_path):
 
 
 def test_optional_csv_columns_may_be_absent(con, tmp_path):
-    _write(tmp_path / "crm/customers.csv", "customer_id,email,email_consent\nc1,a@example.com,true\n")
-    landing.load_csv_export(
-        con, tmp_path, folder="crm", table="customers",
-        columns=landing.CUSTOMER_COLUMNS, required=landing.REQUIRED_CUSTOMER_COLUMNS,
+    _write(
+        tmp_path / "crm/customers.csv", "customer_id,email,email_consent\nc1,a@example.com,true\n"
     )
-    assert con.execute("select customer_id, timezone from raw.customers").fetchall() == [("c1", None)]
+    landing.load_csv_export(
+        con,
+        tmp_path,
+        folder="crm",
+        table="customers",
+        columns=landing.CUSTOMER_COLUMNS,
+        required=landing.REQUIRED_CUSTOMER_COLUMNS,
+    )
+    assert con.execute("select customer_id, timezone from raw.customers").fetchall() == [
+        ("c1", None)
+    ]
 
 
 def test_good_generated_events_follow_the_published_json_schema(tmp_path):
@@ -117,8 +136,11 @@ def test_good_generated_events_follow_the_published_json_schema(tmp_path):
     schema = json.loads((paths.PROJECT_ROOT / "contracts" / "event.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
     manifest = generate_sample_data(tmp_path, customers=80, products=20, days=5, seed=1)
-    bad = {(row["file"], row["line"]) for row in manifest.to_dict()["injected"]
-           if row["disposition"] != "accepted"}
+    bad = {
+        (row["file"], row["line"])
+        for row in manifest.to_dict()["injected"]
+        if row["disposition"] != "accepted"
+    }
     checked = 0
     for path in sorted(tmp_path.glob("events/date=*/*.ndjson")):
         relative = path.relative_to(tmp_path).as_posix()

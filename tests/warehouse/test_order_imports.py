@@ -7,12 +7,12 @@ from datetime import datetime
 import duckdb
 import pytest
 
+from personalization_assets import paths
 from personalization_assets.defs.ingest import landing
 from personalization_assets.defs.ingest.order_imports import (
     OrderImportError,
     load_order_imports_config,
 )
-from personalization_assets import paths
 from tests.conftest import SHARED_RETAIL
 
 CONFIG = load_order_imports_config(paths.PROJECT_ROOT / "config" / "order_imports.yaml")

@@ -9,8 +9,12 @@ from personalization_assets.defs.automation.jobs import campaign_job, full_pipel
 from personalization_assets.defs.ingest.landing import landing_days
 
 
-@dg.schedule(job=full_pipeline_job, cron_schedule="0 2 * * *", execution_timezone="UTC",
-             description="Nightly: reload every landing day, rebuild, retrain and rescore.")
+@dg.schedule(
+    job=full_pipeline_job,
+    cron_schedule="0 2 * * *",
+    execution_timezone="UTC",
+    description="Nightly: reload every landing day, rebuild, retrain and rescore.",
+)
 def nightly_full_rebuild(context: dg.ScheduleEvaluationContext):
     days = landing_days(paths.landing_dir())
     if not days:
@@ -18,15 +22,21 @@ def nightly_full_rebuild(context: dg.ScheduleEvaluationContext):
     return dg.RunRequest(run_key=None, tags=range_tags(days[0], days[-1]))
 
 
-@dg.schedule(job=campaign_job, cron_schedule="*/15 * * * *", execution_timezone="UTC",
-             description="Every 15 minutes: triggers at the current clock (e.g. carts turning abandoned).")
+@dg.schedule(
+    job=campaign_job,
+    cron_schedule="*/15 * * * *",
+    execution_timezone="UTC",
+    description="Every 15 minutes: triggers at the current clock (e.g. carts turning abandoned).",
+)
 def trigger_evaluation(context: dg.ScheduleEvaluationContext):
     clock = context.scheduled_execution_time.astimezone(dt.UTC).replace(tzinfo=None)
     run_config = {"clock": clock.isoformat(), "send_date": clock.date().isoformat()}
     return dg.RunRequest(
         run_key=None,
-        run_config={"ops": {
-            "campaigns__campaign_decisions": {"config": run_config},
-            "campaigns__email_payloads": {"config": run_config},
-        }},
+        run_config={
+            "ops": {
+                "campaigns__campaign_decisions": {"config": run_config},
+                "campaigns__email_payloads": {"config": run_config},
+            }
+        },
     )

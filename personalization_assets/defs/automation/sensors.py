@@ -30,12 +30,17 @@ def landing_event_files_sensor(context: dg.SensorEvaluationContext):
         max_files=FRESHNESS.max_files_per_run,
     )
     for relative in result.out_of_range:
-        context.log.warning(f"{relative}: landing day outside the partitions {first_day}..{last_day}; skipped")
+        context.log.warning(
+            f"{relative}: landing day outside the partitions {first_day}..{last_day}; skipped"
+        )
     context.update_cursor(landing_sensor.dump_cursor(result.cursor))
     if not result.new_files:
         return dg.SkipReason("no new event files")
     run_key = hashlib.sha256("\n".join(sorted(result.new_files)).encode()).hexdigest()[:16]
     yield dg.RunRequest(
         run_key=run_key,
-        tags={**range_tags(result.days[0], result.days[-1]), "landing/files": str(len(result.new_files))},
+        tags={
+            **range_tags(result.days[0], result.days[-1]),
+            "landing/files": str(len(result.new_files)),
+        },
     )

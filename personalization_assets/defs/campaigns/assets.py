@@ -1,7 +1,6 @@
 """Campaigns group: decisions (who, which rule, which variant, or why not) and rendered payloads."""
 
 import datetime as dt
-import json
 
 import dagster as dg
 
@@ -79,11 +78,15 @@ def _clock(con, config: CampaignRunConfig) -> tuple[dt.datetime, dt.date]:
     pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
-            "no_send_to_opted_out", asset=DECISIONS_KEY, blocking=True,
+            "no_send_to_opted_out",
+            asset=DECISIONS_KEY,
+            blocking=True,
             description="No `send` decision for a customer without consent, unsubscribed or suppressed.",
         ),
         dg.AssetCheckSpec(
-            "frequency_cap_respected", asset=DECISIONS_KEY, blocking=True,
+            "frequency_cap_respected",
+            asset=DECISIONS_KEY,
+            blocking=True,
             description="No customer gets more sends than the cap within its window.",
         ),
     ],
@@ -122,11 +125,13 @@ def campaign_decisions(
         }
     )
     yield dg.AssetCheckResult(
-        check_name="no_send_to_opted_out", passed=opted_out == 0,
+        check_name="no_send_to_opted_out",
+        passed=opted_out == 0,
         metadata={"violations": opted_out},
     )
     yield dg.AssetCheckResult(
-        check_name="frequency_cap_respected", passed=over_cap == 0,
+        check_name="frequency_cap_respected",
+        passed=over_cap == 0,
         metadata={"customers_over_cap": over_cap},
     )
 
@@ -170,7 +175,9 @@ def _over_cap(con, send_date: dt.date, campaigns: CampaignsConfig) -> int:
     pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
-            "one_payload_per_decision", asset=PAYLOADS_KEY, blocking=True,
+            "one_payload_per_decision",
+            asset=PAYLOADS_KEY,
+            blocking=True,
             description="Exactly one payload per `send` decision (idempotency key), none for other states.",
         ),
     ],
@@ -189,15 +196,21 @@ def email_payloads(
     campaigns = load_campaigns_config(project_config.path / "campaigns.yaml")
     defaults = campaigns.defaults
     renderer = EmailRenderer(
-        RendererConfig(templates_dir=TEMPLATES_DIR, brand=defaults.brand, base_url=defaults.base_url)
+        RendererConfig(
+            templates_dir=TEMPLATES_DIR, brand=defaults.brand, base_url=defaults.base_url
+        )
     )
     with warehouse.connect() as con:
         _, send_date = _clock(con, config)
         versions = _model_versions(con)
         summary = payloads.render_payloads(
-            con, renderer, send_date=send_date, base_url=defaults.base_url,
+            con,
+            renderer,
+            send_date=send_date,
+            base_url=defaults.base_url,
             campaign_names={c.id: c.name for c in campaigns.campaigns},
-            output_dir=paths.output_dir(), model_versions=versions,
+            output_dir=paths.output_dir(),
+            model_versions=versions,
         )
         mismatched = con.execute(
             """
@@ -220,13 +233,16 @@ def email_payloads(
             "rendered": summary.rendered,
             "render_failed": summary.failed,
             "per_variant": dg.MetadataValue.md("\n".join(per_variant)),
-            "jsonl": dg.MetadataValue.md("\n".join(f"- `{p}`" for p in summary.jsonl_files) or "none"),
+            "jsonl": dg.MetadataValue.md(
+                "\n".join(f"- `{p}`" for p in summary.jsonl_files) or "none"
+            ),
             "model_versions": dg.MetadataValue.json(versions),
             "dagster/row_count": summary.rendered + summary.failed,
         }
     )
     yield dg.AssetCheckResult(
-        check_name="one_payload_per_decision", passed=mismatched == 0,
+        check_name="one_payload_per_decision",
+        passed=mismatched == 0,
         metadata={"mismatched_keys": mismatched},
     )
 
@@ -276,6 +292,9 @@ def payload_previews(context: dg.AssetExecutionContext, warehouse: WarehouseReso
         path.write_text(html, encoding="utf-8")
         lines.append(f"| {campaign_id} | {variant} | {rule} | [{path.name}](file://{path}) |")
     return dg.MaterializeResult(
-        metadata={"previews": dg.MetadataValue.md("\n".join(lines)), "files": len(rows),
-                  "folder": dg.MetadataValue.path(str(folder))}
+        metadata={
+            "previews": dg.MetadataValue.md("\n".join(lines)),
+            "files": len(rows),
+            "folder": dg.MetadataValue.path(str(folder)),
+        }
     )

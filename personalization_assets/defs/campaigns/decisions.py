@@ -61,7 +61,10 @@ def trigger_sql(campaign: Campaign) -> str:
     """Candidates `(customer_id, trigger_key, trigger_product_id)` for a campaign at `$clock`."""
     trigger = campaign.trigger
     if trigger.type == "batch":
-        return f"select customer_id, cast($send_date as varchar) as trigger_key, null as trigger_product_id from {FEATURES}"
+        return (
+            "select customer_id, cast($send_date as varchar) as trigger_key, "
+            f"null as trigger_product_id from {FEATURES}"
+        )
     if trigger.type == "cart_abandonment":
         return f"""
             select carts.customer_id,

@@ -102,8 +102,11 @@ def build_context(
     ]
     cart = row["cart_product"]
     if cart:
-        cart = {**cart, "url": f"{base_url}/p/{cart['product_id']}",
-                "image_url": f"{base_url}/img/{cart['product_id']}.jpg"}
+        cart = {
+            **cart,
+            "url": f"{base_url}/p/{cart['product_id']}",
+            "image_url": f"{base_url}/img/{cart['product_id']}.jpg",
+        }
         products = [cart] + [p for p in products if p["product_id"] != cart["product_id"]][:4]
     return {
         "recipient": {

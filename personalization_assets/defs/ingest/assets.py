@@ -1,10 +1,7 @@
 """Ingest group: the landing zone's files, copied verbatim into the warehouse's `raw` schema."""
 
-import datetime as dt
-
 import dagster as dg
 
-from personalization_assets.defs.automation.partitions import landing_day_partitions
 from personalization_assets.defs.ingest import landing
 from personalization_assets.defs.ingest.order_imports import load_order_imports_config
 from personalization_assets.defs.warehouse.resources import (

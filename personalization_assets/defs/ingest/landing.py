@@ -362,7 +362,7 @@ def _insert_csv(
     con.execute("drop table if exists _csv_rejects")
     con.execute("drop table if exists _csv_reject_scans")
     con.execute(
-        f"""
+        """
         create or replace temp table _csv_rows as
         select * from read_csv(?, all_varchar = true, header = true, delim = ',', quote = '"',
                                escape = '"', auto_detect = false, columns = ?,

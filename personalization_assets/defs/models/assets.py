@@ -37,7 +37,9 @@ def _calibration_table(result: propensity.PropensityResult) -> str:
     frame = result.calibration
     lines = ["| " + " | ".join(frame.columns) + " |", "|" + "---:|" * len(frame.columns)]
     for row in frame.itertuples(index=False):
-        lines.append("| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |")
+        lines.append(
+            "| " + " | ".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in row) + " |"
+        )
     return "\n".join(lines)
 
 
@@ -60,13 +62,17 @@ def _propensity_asset(model_name: str, description: str):
         description=description,
         check_specs=[
             dg.AssetCheckSpec(
-                "promotion_gate", asset=key,
+                "promotion_gate",
+                asset=key,
                 description="The candidate beats its AUC floor and its baseline; otherwise it is not promoted.",
             )
         ],
     )
-    def _model(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-               project_config: ProjectConfigResource):
+    def _model(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        project_config: ProjectConfigResource,
+    ):
         settings = load_model_settings(project_config.path).propensity
         target = getattr(settings, model_name)
         with warehouse.connect() as con:
@@ -77,27 +83,45 @@ def _propensity_asset(model_name: str, description: str):
         frame["baseline"] = _baseline(model_name, frame, target.horizon_days)
         try:
             result = propensity.train_propensity(
-                frame, feature_columns=settings.features, label_column="label",
-                as_of_column="as_of", baseline_column="baseline", params=settings.params,
+                frame,
+                feature_columns=settings.features,
+                label_column="label",
+                as_of_column="as_of",
+                baseline_column="baseline",
+                params=settings.params,
             )
         except propensity.InsufficientTrainingData as error:
             context.log.warning(f"{model_name}: not trained, previous model kept: {error}")
-            yield dg.MaterializeResult(metadata={"trained": False, "reason": str(error),
-                                                 "training_rows": len(frame)})
-            yield dg.AssetCheckResult(check_name="promotion_gate", passed=False,
-                                      severity=dg.AssetCheckSeverity.WARN,
-                                      metadata={"reason": f"not trained: {error}"})
+            yield dg.MaterializeResult(
+                metadata={"trained": False, "reason": str(error), "training_rows": len(frame)}
+            )
+            yield dg.AssetCheckResult(
+                check_name="promotion_gate",
+                passed=False,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={"reason": f"not trained: {error}"},
+            )
             return
         promoted, decision = propensity.promotion_decision(
-            result.metrics, auc_floor=target.auc_floor, baseline_metrics=result.baseline_metrics,
-            previous_metrics=previous[2] if previous and previous[0] != result.model_version else None,
+            result.metrics,
+            auc_floor=target.auc_floor,
+            baseline_metrics=result.baseline_metrics,
+            previous_metrics=previous[2]
+            if previous and previous[0] != result.model_version
+            else None,
         )
         path = propensity.save_model(result, paths.models_dir() / model_name)
         with warehouse.connect() as con:
             training.record_model(
-                con, model_name=model_name, version=result.model_version, path=str(path),
-                metrics=result.metrics, baseline_metrics=result.baseline_metrics,
-                promoted=promoted, decision=decision, trained_at=_now(),
+                con,
+                model_name=model_name,
+                version=result.model_version,
+                path=str(path),
+                metrics=result.metrics,
+                baseline_metrics=result.baseline_metrics,
+                promoted=promoted,
+                decision=decision,
+                trained_at=_now(),
             )
         yield dg.MaterializeResult(
             metadata={
@@ -115,8 +139,9 @@ def _propensity_asset(model_name: str, description: str):
                 "artifact": dg.MetadataValue.path(str(path)),
             }
         )
-        yield dg.AssetCheckResult(check_name="promotion_gate", passed=promoted,
-                                  metadata={"decision": decision})
+        yield dg.AssetCheckResult(
+            check_name="promotion_gate", passed=promoted, metadata={"decision": decision}
+        )
 
     return _model
 
@@ -144,14 +169,21 @@ purchase_model = _propensity_asset(
 
 @dg.asset(
     key=["models", "propensity_scores"],
-    deps=[dg.AssetKey(["models", "churn_model"]), dg.AssetKey(["models", "purchase_model"]), FEATURES],
+    deps=[
+        dg.AssetKey(["models", "churn_model"]),
+        dg.AssetKey(["models", "purchase_model"]),
+        FEATURES,
+    ],
     group_name=GROUP,
     owners=OWNERS,
     kinds={"xgboost", "duckdb"},
     pool=WAREHOUSE_POOL,
 )
-def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                      project_config: ProjectConfigResource) -> dg.MaterializeResult:
+def propensity_scores(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    project_config: ProjectConfigResource,
+) -> dg.MaterializeResult:
     """Churn and purchase scores for every customer, from the currently promoted models.
 
     Each row records the model version and scoring time; a model never promoted is reported, not scored.
@@ -180,20 +212,28 @@ def propensity_scores(context: dg.AssetExecutionContext, warehouse: WarehouseRes
 
 @dg.asset(
     key=["models", "product_recommendations"],
-    deps=[dg.AssetKey(["warehouse", "fct_events"]), dg.AssetKey(["warehouse", "dim_products"]), FEATURES],
+    deps=[
+        dg.AssetKey(["warehouse", "fct_events"]),
+        dg.AssetKey(["warehouse", "dim_products"]),
+        FEATURES,
+    ],
     group_name=GROUP,
     owners=OWNERS,
     kinds={"implicit", "duckdb"},
     pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
-            "als_beats_popularity", asset=dg.AssetKey(["models", "product_recommendations"]),
+            "als_beats_popularity",
+            asset=dg.AssetKey(["models", "product_recommendations"]),
             description="On the time-split holdout, ALS precision@10 is above the popularity baseline.",
         )
     ],
 )
-def product_recommendations(context: dg.AssetExecutionContext, warehouse: WarehouseResource,
-                            project_config: ProjectConfigResource):
+def product_recommendations(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    project_config: ProjectConfigResource,
+):
     """Top-N products per customer from implicit ALS (views, carts, purchases, time-decayed), with
     purchased and out-of-stock products excluded and flagged cold-start fallbacks; plus similar products.
 
@@ -206,19 +246,31 @@ def product_recommendations(context: dg.AssetExecutionContext, warehouse: Wareho
             "where product_id is not null and event_type in ('product_view', 'add_to_cart', 'purchase')"
         ).df()
         catalog = con.execute("select product_id, category, in_stock from main.dim_products").df()
-        customers = [r[0] for r in con.execute("select customer_id from main.customer_features").fetchall()]
+        customers = [
+            r[0] for r in con.execute("select customer_id from main.customer_features").fetchall()
+        ]
         as_of = con.execute("select as_of from main.feature_as_of").fetchone()[0]
     evaluation = _evaluate_recommenders(interactions, settings, as_of)
     matrix = recommendations.build_matrix(interactions, settings.weights, as_of)
     model = recommendations.fit_als(matrix, settings.als)
-    top_categories = recommendations.top_category_by_customer(interactions, catalog, settings.weights, as_of)
+    top_categories = recommendations.top_category_by_customer(
+        interactions, catalog, settings.weights, as_of
+    )
     recs = recommendations.recommend_top_n(
-        model, matrix, n=settings.top_n, exclude_purchased=settings.exclude_purchased,
-        out_of_stock=recommendations.out_of_stock_items(catalog), customers=customers,
-        catalog=catalog, customer_top_category=top_categories,
+        model,
+        matrix,
+        n=settings.top_n,
+        exclude_purchased=settings.exclude_purchased,
+        out_of_stock=recommendations.out_of_stock_items(catalog),
+        customers=customers,
+        catalog=catalog,
+        customer_top_category=top_categories,
     )
     similar = recommendations.similar_items(
-        model, matrix, list(matrix.item_index), n=settings.top_n,
+        model,
+        matrix,
+        list(matrix.item_index),
+        n=settings.top_n,
         out_of_stock=recommendations.out_of_stock_items(catalog),
     )
     with warehouse.connect() as con:
@@ -248,7 +300,9 @@ def product_recommendations(context: dg.AssetExecutionContext, warehouse: Wareho
     )
 
 
-def _evaluate_recommenders(interactions: pd.DataFrame, settings, as_of) -> dict[str, dict[str, float]]:
+def _evaluate_recommenders(
+    interactions: pd.DataFrame, settings, as_of
+) -> dict[str, dict[str, float]]:
     split = pd.Timestamp(as_of) - pd.Timedelta(days=settings.evaluation_holdout_days)
     train, test = recommendations.time_split_interactions(interactions, split)
     if train.empty or test.empty:
@@ -256,7 +310,9 @@ def _evaluate_recommenders(interactions: pd.DataFrame, settings, as_of) -> dict[
     matrix = recommendations.build_matrix(train, settings.weights, split)
     model = recommendations.fit_als(matrix, settings.als)
     return {
-        "als": recommendations.evaluate_topk(recommendations.als_recommender(model, matrix), matrix, test, 10),
+        "als": recommendations.evaluate_topk(
+            recommendations.als_recommender(model, matrix), matrix, test, 10
+        ),
         "popularity": recommendations.evaluate_topk(
             recommendations.popularity_recommender(matrix), matrix, test, 10
         ),
@@ -266,8 +322,11 @@ def _evaluate_recommenders(interactions: pd.DataFrame, settings, as_of) -> dict[
 def _evaluation_table(evaluation: dict[str, dict[str, float]]) -> str:
     if not evaluation:
         return "not enough history for a holdout evaluation"
-    metrics = [m for m in ("precision_at_k", "recall_at_k", "map_at_k", "ndcg_at_k", "n_users")
-               if m in evaluation["als"]]
+    metrics = [
+        m
+        for m in ("precision_at_k", "recall_at_k", "map_at_k", "ndcg_at_k", "n_users")
+        if m in evaluation["als"]
+    ]
     lines = ["| recommender | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for name, values in evaluation.items():
         lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")

@@ -677,6 +677,14 @@ def similar_items(
 # --------------------------------------------------------------------------- evaluation
 
 
+def _in_sorted(query: np.ndarray, sorted_keys: np.ndarray) -> np.ndarray:
+    """``np.isin(query, sorted_keys)`` by binary search: no re-sort of the (large) keys."""
+    if len(sorted_keys) == 0:
+        return np.zeros(np.shape(query), dtype=bool)
+    pos = np.searchsorted(sorted_keys, query)
+    return sorted_keys[np.minimum(pos, len(sorted_keys) - 1)] == query
+
+
 def _row_keys(matrix: sp.csr_matrix) -> np.ndarray:
     """Sorted int64 keys ``row * n_cols + col`` of the stored cells."""
     rows = np.repeat(np.arange(matrix.shape[0], dtype=np.int64), np.diff(matrix.indptr))
@@ -729,7 +737,7 @@ def popularity_recommender(
             cand = popular[: min(depth, len(popular))]
             grid = np.broadcast_to(cand, (len(chunk), len(cand)))
             if keys is not None:
-                seen = np.isin(chunk[:, None] * n_items + grid, keys)
+                seen = _in_sorted(chunk[:, None] * n_items + grid, keys)
                 # unseen candidates first, each group still in popularity order
                 order = np.argsort(seen, axis=1, kind="stable")
                 grid = np.where(
@@ -768,7 +776,7 @@ def evaluate_topk(
     n_items = train_matrix.shape[1]
     pos_keys = np.unique(rows[ok] * n_items + cols[ok])
     if exclude_train_items and len(pos_keys):
-        pos_keys = pos_keys[~np.isin(pos_keys, _row_keys(train_matrix.user_items))]
+        pos_keys = pos_keys[~_in_sorted(pos_keys, _row_keys(train_matrix.user_items))]
     result = {
         "k": float(k),
         "n_users": 0.0,
@@ -785,7 +793,7 @@ def evaluate_topk(
     recs = np.asarray(recommender_fn(users, k), dtype=np.int64)
     if recs.shape != (len(users), k):
         raise ValueError(f"recommender returned shape {recs.shape}, expected {(len(users), k)}")
-    hits = (recs >= 0) & np.isin(users[:, None] * n_items + recs, pos_keys)
+    hits = (recs >= 0) & _in_sorted(users[:, None] * n_items + recs, pos_keys)
     ranks = np.arange(1, k + 1)
     hit_count = hits.sum(axis=1)
     precision_at_i = np.cumsum(hits, axis=1) / ranks

@@ -104,23 +104,42 @@ def record_model(
         [model_name, version],
     )
     rows = [(model_name, version, trained_at, "model", k, float(v)) for k, v in metrics.items()]
-    rows += [(model_name, version, trained_at, "baseline", k, float(v)) for k, v in baseline_metrics.items()]
+    rows += [
+        (model_name, version, trained_at, "baseline", k, float(v))
+        for k, v in baseline_metrics.items()
+    ]
     con.executemany(f"insert into {SCHEMA}.model_metrics values (?, ?, ?, ?, ?, ?)", rows)
     con.execute(
         f"delete from {SCHEMA}.model_registry where model_name = ? and model_version = ?",
         [model_name, version],
     )
     if promoted:
-        con.execute(f"update {SCHEMA}.model_registry set is_current = false where model_name = ?", [model_name])
+        con.execute(
+            f"update {SCHEMA}.model_registry set is_current = false where model_name = ?",
+            [model_name],
+        )
     con.execute(
         f"insert into {SCHEMA}.model_registry values (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [model_name, version, path, trained_at, promoted, promoted, decision,
-         metrics.get("roc_auc"), baseline_metrics.get("roc_auc")],
+        [
+            model_name,
+            version,
+            path,
+            trained_at,
+            promoted,
+            promoted,
+            decision,
+            metrics.get("roc_auc"),
+            baseline_metrics.get("roc_auc"),
+        ],
     )
 
 
 def write_scores(
-    con: duckdb.DuckDBPyConnection, model_name: str, version: str, frame: pd.DataFrame, scored_at: dt.datetime
+    con: duckdb.DuckDBPyConnection,
+    model_name: str,
+    version: str,
+    frame: pd.DataFrame,
+    scored_at: dt.datetime,
 ) -> int:
     """Replace this model's scores with (customer_id, score) from `frame`."""
     con.execute(

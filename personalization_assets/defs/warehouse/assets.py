@@ -13,8 +13,8 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from personalization_assets import paths
-from personalization_assets.defs.warehouse.project import dbt_project
 from personalization_assets.defs.models.settings import load_model_settings
+from personalization_assets.defs.warehouse.project import dbt_project
 from personalization_assets.defs.warehouse.resources import (
     WAREHOUSE_POOL,
     ProjectConfigResource,

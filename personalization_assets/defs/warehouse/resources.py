@@ -6,9 +6,9 @@ loaders, dbt, the Python feature assets) runs in the `duckdb_writer` pool with a
 once. Connections are opened per step and closed at its end.
 """
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-import time
 from pathlib import Path
 
 import dagster as dg
@@ -39,7 +39,6 @@ class WarehouseResource(dg.ConfigurableResource):
             yield con
         finally:
             con.close()
-
 
     def _connect_waiting_for_lock(self, read_only: bool) -> duckdb.DuckDBPyConnection:
         """Pools serialize our own writers; this waits out anything else holding the file."""
