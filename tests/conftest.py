@@ -68,6 +68,7 @@ def project_env(root: Path) -> dict[str, str]:
         paths.LANDING_DIR_ENV: str(root / "landing"),
         paths.DUCKDB_PATH_ENV: str(root / "warehouse.duckdb"),
         paths.OUTPUT_DIR_ENV: str(root / "output"),
+        paths.MODELS_DIR_ENV: str(root / "models"),
     }
 
 

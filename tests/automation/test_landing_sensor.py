@@ -91,3 +91,10 @@ def test_many_files_in_one_tick_become_one_run_with_a_stable_key(landing):
     assert len(first.run_requests) == 1
     assert first.run_requests[0].tags["landing/files"] == "30"
     assert first.run_requests[0].run_key == second.run_requests[0].run_key
+
+
+def test_sensor_runs_refresh_recommendations_incrementally(landing):
+    _drop(landing, "2026-10-01", "a.ndjson")
+    result, _ = _tick()
+    config = result.run_requests[0].run_config
+    assert config["ops"]["models__product_recommendations"]["config"]["mode"] == "incremental"

@@ -10,6 +10,11 @@ from personalization_assets.defs.automation import landing_sensor
 from personalization_assets.defs.automation.jobs import event_refresh_job, range_tags
 from personalization_assets.defs.automation.partitions import FRESHNESS, landing_day_partitions
 
+# New events refresh only the affected customers' recommendations (no ALS retrain).
+INCREMENTAL_RECOMMENDATIONS = {
+    "ops": {"models__product_recommendations": {"config": {"mode": "incremental"}}}
+}
+
 
 @dg.sensor(
     job=event_refresh_job,
@@ -39,6 +44,7 @@ def landing_event_files_sensor(context: dg.SensorEvaluationContext):
     run_key = hashlib.sha256("\n".join(sorted(result.new_files)).encode()).hexdigest()[:16]
     yield dg.RunRequest(
         run_key=run_key,
+        run_config=INCREMENTAL_RECOMMENDATIONS,
         tags={
             **range_tags(result.days[0], result.days[-1]),
             "landing/files": str(len(result.new_files)),

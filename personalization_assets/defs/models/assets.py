@@ -7,7 +7,12 @@ import numpy as np
 import pandas as pd
 
 from personalization_assets import paths
-from personalization_assets.defs.models import propensity, recommendations, training
+from personalization_assets.defs.models import (
+    propensity,
+    recommendation_runs,
+    recommendations,
+    training,
+)
 from personalization_assets.defs.models.settings import load_model_settings
 from personalization_assets.defs.warehouse.resources import (
     WAREHOUSE_POOL,
@@ -210,8 +215,18 @@ def propensity_scores(
     return dg.MaterializeResult(metadata={**metadata, "scored_at": str(scored_at)})
 
 
+class RecommendationRunConfig(dg.Config):
+    """`full` refits ALS for everyone; `incremental` (the sensor's choice) refreshes only customers
+    with new events since the last fit, without a retrain."""
+
+    mode: str = "full"
+
+
+RECOMMENDATIONS_KEY = dg.AssetKey(["models", "product_recommendations"])
+
+
 @dg.asset(
-    key=["models", "product_recommendations"],
+    key=RECOMMENDATIONS_KEY,
     deps=[
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_products"]),
@@ -223,21 +238,24 @@ def propensity_scores(
     pool=WAREHOUSE_POOL,
     check_specs=[
         dg.AssetCheckSpec(
-            "als_beats_popularity",
-            asset=dg.AssetKey(["models", "product_recommendations"]),
-            description="On the time-split holdout, ALS precision@10 is above the popularity baseline.",
+            "als_beats_popularity_and_previous",
+            asset=RECOMMENDATIONS_KEY,
+            description="On the time-split holdout, ALS precision@10 beats popularity and is not "
+            "more than 10% below the previous full fit.",
         )
     ],
 )
 def product_recommendations(
     context: dg.AssetExecutionContext,
+    config: RecommendationRunConfig,
     warehouse: WarehouseResource,
     project_config: ProjectConfigResource,
 ):
     """Top-N products per customer from implicit ALS (views, carts, purchases, time-decayed), with
     purchased and out-of-stock products excluded and flagged cold-start fallbacks; plus similar products.
 
-    Evaluated before fitting on all data: ALS trained up to a holdout cut-off versus popularity.
+    Full runs evaluate first (ALS trained up to a holdout cut-off versus popularity and versus the
+    previous fit), then refit on everything; incremental runs refresh only customers with new events.
     """
     settings = load_model_settings(project_config.path).recommendations
     with warehouse.connect(read_only=True) as con:
@@ -250,54 +268,100 @@ def product_recommendations(
             r[0] for r in con.execute("select customer_id from main.customer_features").fetchall()
         ]
         as_of = con.execute("select as_of from main.feature_as_of").fetchone()[0]
-    evaluation = _evaluate_recommenders(interactions, settings, as_of)
-    matrix = recommendations.build_matrix(interactions, settings.weights, as_of)
-    model = recommendations.fit_als(matrix, settings.als)
-    top_categories = recommendations.top_category_by_customer(
-        interactions, catalog, settings.weights, as_of
-    )
-    recs = recommendations.recommend_top_n(
-        model,
-        matrix,
-        n=settings.top_n,
-        exclude_purchased=settings.exclude_purchased,
-        out_of_stock=recommendations.out_of_stock_items(catalog),
-        customers=customers,
-        catalog=catalog,
-        customer_top_category=top_categories,
-    )
-    similar = recommendations.similar_items(
-        model,
-        matrix,
-        list(matrix.item_index),
-        n=settings.top_n,
-        out_of_stock=recommendations.out_of_stock_items(catalog),
+    state_dir = paths.models_dir() / "recommendations"
+    incremental = config.mode == "incremental"
+    refresh = (
+        recommendation_runs.incremental_refresh if incremental else recommendation_runs.full_refresh
+    )(interactions, catalog, customers, settings, as_of, state_dir)
+    evaluation = (
+        {}
+        if refresh.mode == "incremental"
+        else _evaluate_recommenders(interactions, settings, as_of)
     )
     with warehouse.connect() as con:
-        con.execute("create schema if not exists models")
-        con.register("_recs", recs)
+        _store_recommendations(con, refresh)
+        previous = _previous_als_metrics(con) if evaluation else {}
+        if evaluation:
+            _record_als_metrics(con, evaluation, as_of)
+        total = con.execute("select count(*) from models.product_recommendations").fetchone()[0]
+    metadata = {
+        "mode": refresh.mode,
+        "dagster/row_count": total,
+        "customers_refreshed": len(refresh.refreshed_customers),
+        "matrix": f"{refresh.matrix_shape[0]} customers × {refresh.matrix_shape[1]} products",
+    }
+    if not refresh.recommendations.empty:
+        sources = refresh.recommendations.groupby("source")["customer_id"].nunique().to_dict()
+        metadata["customers_by_source"] = dg.MetadataValue.json(
+            {k: int(v) for k, v in sources.items()}
+        )
+    if evaluation:
+        metadata["evaluation_at_10"] = dg.MetadataValue.md(_evaluation_table(evaluation, previous))
+    yield dg.MaterializeResult(metadata=metadata)
+    if not evaluation:
+        yield dg.AssetCheckResult(
+            check_name="als_beats_popularity_and_previous",
+            passed=True,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "note": f"not re-evaluated ({refresh.mode} refresh): the item factors of the "
+                "last full fit, which was evaluated, are unchanged"
+            },
+        )
+    else:
+        als_p = evaluation["als"].get("precision_at_k", 0.0)
+        pop_p = evaluation["popularity"].get("precision_at_k", 0.0)
+        prev_p = previous.get("precision_at_k")
+        passed = als_p > pop_p and (prev_p is None or als_p >= 0.9 * prev_p)
+        yield dg.AssetCheckResult(
+            check_name="als_beats_popularity_and_previous",
+            passed=passed,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={
+                "als_precision_at_10": als_p,
+                "popularity_precision_at_10": pop_p,
+                "previous_precision_at_10": prev_p if prev_p is not None else "none",
+            },
+        )
+
+
+def _store_recommendations(con, refresh: recommendation_runs.RefreshResult) -> None:
+    con.execute("create schema if not exists models")
+    con.register("_recs", refresh.recommendations)
+    if refresh.mode == "full":
         con.execute("create or replace table models.product_recommendations as select * from _recs")
-        con.register("_similar", similar)
+        con.register("_similar", refresh.similar)
         con.execute("create or replace table models.similar_products as select * from _similar")
-    sources = recs.groupby("source")["customer_id"].nunique().to_dict()
-    yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": len(recs),
-            "customers": int(recs["customer_id"].nunique()),
-            "customers_by_source": dg.MetadataValue.json({k: int(v) for k, v in sources.items()}),
-            "evaluation_at_10": dg.MetadataValue.md(_evaluation_table(evaluation)),
-            "similar_product_rows": len(similar),
-            "matrix": f"{matrix.shape[0]} customers × {matrix.shape[1]} products",
-        }
+    else:
+        con.execute(
+            "delete from models.product_recommendations where customer_id in (select unnest(?))",
+            [list(refresh.refreshed_customers)],
+        )
+        con.execute("insert into models.product_recommendations select * from _recs")
+
+
+def _previous_als_metrics(con) -> dict[str, float]:
+    training.ensure_registry(con)
+    return dict(
+        con.execute(
+            """
+            select metric, value from models.model_metrics
+            where model_name = 'recommendations' and scorer = 'model'
+              and trained_at = (select max(trained_at) from models.model_metrics
+                                where model_name = 'recommendations')
+            """
+        ).fetchall()
     )
-    als_p = evaluation.get("als", {}).get("precision_at_k")
-    pop_p = evaluation.get("popularity", {}).get("precision_at_k")
-    yield dg.AssetCheckResult(
-        check_name="als_beats_popularity",
-        passed=bool(als_p is not None and pop_p is not None and als_p > pop_p),
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"als_precision_at_10": als_p or 0.0, "popularity_precision_at_10": pop_p or 0.0},
-    )
+
+
+def _record_als_metrics(con, evaluation, as_of) -> None:
+    trained_at = _now()
+    rows = [
+        ("recommendations", str(as_of), trained_at, scorer, metric, float(value))
+        for scorer, key in (("model", "als"), ("baseline", "popularity"))
+        for metric, value in evaluation[key].items()
+    ]
+    con.executemany("insert into models.model_metrics values (?, ?, ?, ?, ?, ?)", rows)
 
 
 def _evaluate_recommenders(
@@ -319,9 +383,11 @@ def _evaluate_recommenders(
     }
 
 
-def _evaluation_table(evaluation: dict[str, dict[str, float]]) -> str:
+def _evaluation_table(evaluation: dict[str, dict[str, float]], previous: dict[str, float]) -> str:
     if not evaluation:
         return "not enough history for a holdout evaluation"
+    if previous:
+        evaluation = {**evaluation, "previous ALS fit": previous}
     metrics = [
         m
         for m in ("precision_at_k", "recall_at_k", "map_at_k", "ndcg_at_k", "n_users")
@@ -329,5 +395,9 @@ def _evaluation_table(evaluation: dict[str, dict[str, float]]) -> str:
     ]
     lines = ["| recommender | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
     for name, values in evaluation.items():
-        lines.append(f"| {name} | " + " | ".join(f"{values[m]:.4f}" for m in metrics) + " |")
+        lines.append(
+            f"| {name} | "
+            + " | ".join(f"{values.get(m, float('nan')):.4f}" for m in metrics)
+            + " |"
+        )
     return "\n".join(lines)

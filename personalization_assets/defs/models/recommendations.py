@@ -98,7 +98,7 @@ class InteractionWeights(BaseModel):
       users x items matrix: idf over items, length norm over users), ``'log'``
       (``1 + log_alpha * log1p(x)``) or ``'none'``.
     * ``purchase_event_types``: events recorded in ``InteractionMatrix.purchased``
-      (what ``exclude_purchased`` filters).
+      (what ``exclude_purchased`` filters); they need a positive weight to be kept.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -372,7 +372,9 @@ def update_users(
     the current factor table (new users) grow it; rows of new users that are *not*
     refreshed stay zero and are served by the cold-start path. The matrix must share
     the model's item columns (build it with ``build_matrix(..., base=old_matrix)``).
-    Returns ``model``.
+    Users not refreshed keep factors fitted on their older rows (time decay and BM25's
+    global statistics shift every row a little); schedule a full :func:`fit_als`
+    periodically. Returns ``model``.
     """
     user_items = _csr(matrix_with_new_rows)
     indices = np.unique(np.asarray(user_indices, dtype=np.int64))
