@@ -60,6 +60,17 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         if _table_exists(con, "models", "product_recommendations")
         else "null"
     )
+    # Trigger emails about one product (an abandoned cart) show products similar to it.
+    similar = (
+        """(select list(struct_pack(product_id := p.product_id, name := p.product_name,
+                        price := p.price, currency := p.currency, category := p.category)
+                        order by s.rank)
+             from models.similar_products s join main.dim_products p
+                 on p.product_id = s.similar_product_id
+             where s.product_id = d.trigger_product_id and s.rank <= 4)"""
+        if _table_exists(con, "models", "similar_products")
+        else "null"
+    )
     return (
         con.sql(
             f"""
@@ -67,7 +78,8 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
             d.idempotency_key, d.campaign_id, d.customer_id, d.variant, d.rule, d.template,
             contacts.email, contacts.first_name,
             f.tracking_consent as behavioral_allowed,
-            {recs} as recommendations,
+            case when d.trigger_product_id is not null then {similar} else {recs} end
+                as recommendations,
             (select struct_pack(product_id := p.product_id, name := p.product_name,
                                 price := p.price, currency := p.currency, category := p.category)
              from main.dim_products p where p.product_id = d.trigger_product_id) as cart_product,
