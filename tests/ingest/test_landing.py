@@ -5,6 +5,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from personalization_assets import contract
 from personalization_assets.defs.ingest import landing
 
 
@@ -78,7 +79,7 @@ def test_a_csv_missing_a_required_column_names_file_and_column(con, tmp_path):
             tmp_path,
             folder="crm",
             table="customers",
-            columns=landing.CUSTOMER_COLUMNS,
+            columns=contract.CUSTOMER_COLUMNS,
             required=landing.REQUIRED_CUSTOMER_COLUMNS,
         )
 
@@ -96,7 +97,7 @@ def test_malformed_csv_records_are_kept_with_the_parser_error(con, tmp_path):
         tmp_path,
         folder="catalog",
         table="products",
-        columns=landing.PRODUCT_COLUMNS,
+        columns=contract.PRODUCT_COLUMNS,
         required=landing.REQUIRED_PRODUCT_COLUMNS,
     )
     rows = con.execute(
@@ -117,7 +118,7 @@ def test_optional_csv_columns_may_be_absent(con, tmp_path):
         tmp_path,
         folder="crm",
         table="customers",
-        columns=landing.CUSTOMER_COLUMNS,
+        columns=contract.CUSTOMER_COLUMNS,
         required=landing.REQUIRED_CUSTOMER_COLUMNS,
     )
     assert con.execute("select customer_id, timezone from raw.customers").fetchall() == [

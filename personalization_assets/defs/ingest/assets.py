@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from personalization_assets import contract
 from personalization_assets.defs.ingest import landing
 from personalization_assets.defs.ingest.order_imports import load_order_imports_config
 from personalization_assets.defs.warehouse.resources import (
@@ -86,61 +87,64 @@ def raw_event_lines(
     return dg.MaterializeResult(metadata=_metadata(result))
 
 
-@dg.asset(
-    key=["ingest", "raw_customers"],
-    deps=[["landing", "crm_customers"]],
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
+def _csv_export_asset(
+    name: str,
+    landing_key: str,
+    folder: str,
+    columns: tuple[str, ...],
+    required: tuple[str, ...],
+    description: str,
+) -> dg.AssetsDefinition:
+    """A raw table loaded verbatim from every `<folder>/*.csv` of the landing zone."""
+
+    @dg.asset(
+        key=["ingest", f"raw_{name}"],
+        deps=[["landing", landing_key]],
+        group_name=GROUP,
+        owners=OWNERS,
+        kinds={"duckdb"},
+        pool=WAREHOUSE_POOL,
+        description=description,
+    )
+    def _load(
+        context: dg.AssetExecutionContext,
+        warehouse: WarehouseResource,
+        landing_zone: LandingZoneResource,
+    ) -> dg.MaterializeResult:
+        with warehouse.connect() as con:
+            result = landing.load_csv_export(
+                con,
+                landing_zone.path,
+                folder=folder,
+                table=name,
+                columns=columns,
+                required=required,
+            )
+        _log(context, result)
+        return dg.MaterializeResult(metadata=_metadata(result))
+
+    return _load
+
+
+raw_customers = _csv_export_asset(
+    "customers",
+    "crm_customers",
+    "crm",
+    contract.CUSTOMER_COLUMNS,
+    landing.REQUIRED_CUSTOMER_COLUMNS,
+    "The CRM customer export(s), every record as text; malformed CSV records kept with the "
+    "parser's error.\n\nA file missing a required column fails with a message naming the file "
+    "and the column.",
 )
-def raw_customers(
-    context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
-    landing_zone: LandingZoneResource,
-) -> dg.MaterializeResult:
-    """The CRM customer export(s), every record as text; malformed CSV records kept with the parser's error.
-
-    A file missing a required column fails with a message naming the file and the column.
-    """
-    with warehouse.connect() as con:
-        result = landing.load_csv_export(
-            con,
-            landing_zone.path,
-            folder="crm",
-            table="customers",
-            columns=landing.CUSTOMER_COLUMNS,
-            required=landing.REQUIRED_CUSTOMER_COLUMNS,
-        )
-    _log(context, result)
-    return dg.MaterializeResult(metadata=_metadata(result))
-
-
-@dg.asset(
-    key=["ingest", "raw_products"],
-    deps=[["landing", "catalog_products"]],
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"duckdb"},
-    pool=WAREHOUSE_POOL,
+raw_products = _csv_export_asset(
+    "products",
+    "catalog_products",
+    "catalog",
+    contract.PRODUCT_COLUMNS,
+    landing.REQUIRED_PRODUCT_COLUMNS,
+    "The catalog export(s), every record as text; malformed CSV records kept with the parser's "
+    "error.\n\nA file missing a required column fails with a message naming the file and the column.",
 )
-def raw_products(
-    context: dg.AssetExecutionContext,
-    warehouse: WarehouseResource,
-    landing_zone: LandingZoneResource,
-) -> dg.MaterializeResult:
-    """The catalog export(s), every record as text; malformed CSV records kept with the parser's error."""
-    with warehouse.connect() as con:
-        result = landing.load_csv_export(
-            con,
-            landing_zone.path,
-            folder="catalog",
-            table="products",
-            columns=landing.PRODUCT_COLUMNS,
-            required=landing.REQUIRED_PRODUCT_COLUMNS,
-        )
-    _log(context, result)
-    return dg.MaterializeResult(metadata=_metadata(result))
 
 
 @dg.asset(

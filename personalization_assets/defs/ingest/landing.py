@@ -35,23 +35,7 @@ from personalization_assets.defs.ingest.order_imports import (
 RAW_SCHEMA = "raw"
 EVENT_FOLDER_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
-CUSTOMER_COLUMNS = (
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "gender",
-    "birth_date",
-    "city",
-    "country",
-    "timezone",
-    "signup_date",
-    "email_consent",
-    "tracking_consent",
-    "unsubscribed",
-)
 REQUIRED_CUSTOMER_COLUMNS = ("customer_id", "email", "email_consent")
-PRODUCT_COLUMNS = ("product_id", "name", "category", "price", "currency", "in_stock")
 REQUIRED_PRODUCT_COLUMNS = ("product_id", "price")
 
 

@@ -94,12 +94,15 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from personalization_assets.contract import CUSTOMER_COLUMNS, EVENT_TYPES, PRODUCT_COLUMNS
+
 GENERATOR_VERSION = 1
 DAY = 86_400
 NEVER = np.iinfo(np.int64).max // 4  # sentinel timestamp for "no drop-out" / "never"
 MANIFEST_NAME = "_generator_manifest.json"
 CUSTOMERS_FILE = "crm/customers.csv"
 PRODUCTS_FILE = "catalog/products.csv"
+
 
 SCALE_PRESETS: dict[str, dict[str, int]] = {
     "demo": {"customers": 5_000, "products": 500, "days": 150},
@@ -108,17 +111,6 @@ SCALE_PRESETS: dict[str, dict[str, int]] = {
     "1m": {"customers": 1_000_000, "products": 50_000, "days": 120},
 }
 
-EVENT_TYPES = (
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "checkout",
-    "purchase",
-    "email_send",
-    "email_open",
-    "email_click",
-    "unsubscribe",
-)
 PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE = range(5)
 EMAIL_SEND, EMAIL_OPEN, EMAIL_CLICK, UNSUBSCRIBE = range(5, 9)
 EVENT_KEYS = (
@@ -138,22 +130,6 @@ EVENT_KEYS = (
 )
 DEVICES = ("desktop", "mobile", "tablet")
 VARIANTS = ("A", "B")
-CUSTOMER_COLUMNS = (
-    "customer_id",
-    "email",
-    "first_name",
-    "last_name",
-    "gender",
-    "birth_date",
-    "city",
-    "country",
-    "timezone",
-    "signup_date",
-    "email_consent",
-    "tracking_consent",
-    "unsubscribed",
-)
-PRODUCT_COLUMNS = ("product_id", "name", "category", "price", "currency", "in_stock")
 
 # (name, min price EUR, max price EUR, share of the catalog, product nouns)
 CATEGORIES: tuple[tuple[str, float, float, float, tuple[str, ...]], ...] = (

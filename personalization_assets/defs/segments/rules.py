@@ -101,6 +101,8 @@ from typing import Annotated, Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, StrictInt, StringConstraints, ValidationError
 
+from personalization_assets.contract import EVENT_TYPES
+
 __all__ = [
     "EVENT_TYPES",
     "PER_VALUES",
@@ -141,17 +143,6 @@ FieldType = Literal["number", "string", "boolean", "date", "timestamp"]
 FeatureSchema = Mapping[str, FieldType]
 FIELD_TYPES: frozenset[str] = frozenset(get_args(FieldType))
 
-EVENT_TYPES: tuple[str, ...] = (
-    "page_view",
-    "product_view",
-    "add_to_cart",
-    "checkout",
-    "purchase",
-    "email_send",
-    "email_open",
-    "email_click",
-    "unsubscribe",
-)
 PER_VALUES: tuple[str, ...] = ("category", "product_id")
 WINDOW_UNIT_MINUTES: dict[str, int] = {"m": 1, "h": 60, "d": 1440, "w": 10080}
 MAX_NESTING = 64

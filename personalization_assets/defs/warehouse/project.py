@@ -19,6 +19,18 @@ from dagster_dbt import DbtProject
 
 from personalization_assets import paths
 
+
+def _put_environment_on_path() -> None:
+    """dagster-dbt's own preparation (under `dagster dev` / `dg`) runs plain `dbt`: make sure the
+    `dbt` installed beside this interpreter is found even when the venv is not activated."""
+    bin_dir = str(Path(sys.executable).parent)
+    if (Path(bin_dir) / "dbt").exists() and bin_dir not in os.environ.get("PATH", "").split(
+        os.pathsep
+    ):
+        os.environ["PATH"] = bin_dir + os.pathsep + os.environ.get("PATH", "")
+
+
+_put_environment_on_path()
 dbt_project = DbtProject(project_dir=paths.DBT_PROJECT_DIR, profiles_dir=paths.DBT_PROJECT_DIR)
 dbt_project.prepare_if_dev()
 
