@@ -27,11 +27,21 @@ class FreshnessSettings(BaseModel):
     max_files_per_run: int = Field(500, ge=1)
 
 
+class MeasurementSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    attribution_window_days: int = Field(3, ge=1)
+    max_clicks_per_minute: int = Field(5, ge=1)
+    control_variant: str = "A"
+    srm_alpha: float = Field(0.001, gt=0, lt=1)
+
+
 class PipelineSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     segments: SegmentSettings = SegmentSettings()
     freshness: FreshnessSettings = FreshnessSettings()
+    measurement: MeasurementSettings = MeasurementSettings()
 
 
 def load_pipeline_settings(config_dir: Path) -> PipelineSettings:

@@ -261,7 +261,8 @@ def product_recommendations(
     with warehouse.connect(read_only=True) as con:
         interactions = con.execute(
             "select customer_id, product_id, event_type, event_ts from main.fct_events "
-            "where product_id is not null and event_type in ('product_view', 'add_to_cart', 'purchase')"
+            "where product_id is not null and event_type in "
+            "('product_view', 'email_click', 'add_to_cart', 'purchase')"
         ).df()
         catalog = con.execute("select product_id, category, in_stock from main.dim_products").df()
         customers = [
