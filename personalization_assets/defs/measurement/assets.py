@@ -49,10 +49,16 @@ def campaign_results(
         )
         results, mismatches = _analyze(outcomes, settings)
         con.execute("create schema if not exists measurement")
-        con.register("_results", results)
-        con.execute(
-            "create or replace table measurement.campaign_results as select * from _results"
-        )
+        if results.empty:  # no A/B campaign with sends yet: an empty table, not an error
+            con.execute(
+                "create or replace table measurement.campaign_results "
+                "(campaign_id varchar, variant varchar, recipients bigint, sends bigint)"
+            )
+        else:
+            con.register("_results", results)
+            con.execute(
+                "create or replace table measurement.campaign_results as select * from _results"
+            )
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": len(results),
