@@ -8,7 +8,6 @@ each as-of that the data has fully observed.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import duckdb
 import pandas as pd
@@ -155,7 +154,3 @@ def write_scores(
     con.execute(f"insert into {SCHEMA}.propensity_scores select * from _scores")
     con.unregister("_scores")
     return len(scores)
-
-
-def metadata_json(metrics: dict) -> str:
-    return json.dumps(metrics, sort_keys=True, default=str)
