@@ -22,6 +22,17 @@ def _write(path, text):
     return path
 
 
+def _load_customers(con, landing_dir):
+    return landing.load_csv_export(
+        con,
+        landing_dir,
+        folder="crm",
+        table="customers",
+        columns=contract.CUSTOMER_COLUMNS,
+        required=landing.REQUIRED_CUSTOMER_COLUMNS,
+    )
+
+
 def test_event_lines_keep_file_and_physical_line_numbers(con, tmp_path):
     _write(tmp_path / "events/date=2026-10-01/a.ndjson", '{"a":1}\n\n{"b":2}\r\nnot json\n')
     result = landing.load_event_lines(con, tmp_path)
@@ -74,14 +85,7 @@ def test_a_missing_landing_folder_gives_a_clear_message_not_a_stack_trace(con, t
 def test_a_csv_missing_a_required_column_names_file_and_column(con, tmp_path):
     _write(tmp_path / "crm/customers.csv", "customer_id,first_name\nc1,Ann\n")
     with pytest.raises(landing.LandingContractError, match=r"crm/customers.csv.*'email'"):
-        landing.load_csv_export(
-            con,
-            tmp_path,
-            folder="crm",
-            table="customers",
-            columns=contract.CUSTOMER_COLUMNS,
-            required=landing.REQUIRED_CUSTOMER_COLUMNS,
-        )
+        _load_customers(con, tmp_path)
 
 
 def test_malformed_csv_records_are_kept_with_the_parser_error(con, tmp_path):
@@ -113,14 +117,7 @@ def test_optional_csv_columns_may_be_absent(con, tmp_path):
     _write(
         tmp_path / "crm/customers.csv", "customer_id,email,email_consent\nc1,a@example.com,true\n"
     )
-    landing.load_csv_export(
-        con,
-        tmp_path,
-        folder="crm",
-        table="customers",
-        columns=contract.CUSTOMER_COLUMNS,
-        required=landing.REQUIRED_CUSTOMER_COLUMNS,
-    )
+    _load_customers(con, tmp_path)
     assert con.execute("select customer_id, timezone from raw.customers").fetchall() == [
         ("c1", None)
     ]

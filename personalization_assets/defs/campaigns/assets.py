@@ -19,6 +19,7 @@ from personalization_assets.defs.warehouse.resources import (
     ProjectConfigResource,
     WarehouseResource,
 )
+from personalization_assets.defs.warehouse.summary import table_exists
 
 GROUP = "campaigns"
 OWNERS = ["team:crm-marketing"]
@@ -248,10 +249,7 @@ def email_payloads(
 
 
 def _model_versions(con) -> dict[str, str]:
-    exists = con.execute(
-        "select count(*) from duckdb_tables() where schema_name = 'models' and table_name = 'model_registry'"
-    ).fetchone()[0]
-    if not exists:
+    if not table_exists(con, "models", "model_registry"):
         return {}
     return dict(
         con.execute(

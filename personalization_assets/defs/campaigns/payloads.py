@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from personalization_assets.defs.campaigns.links import email_links
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
+from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "campaigns"
 PAYLOADS_DDL = f"""
@@ -40,15 +41,6 @@ class PayloadSummary:
     per_campaign: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def _table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
-            [schema, table],
-        ).fetchall()[0][0]
-    )
-
-
 def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[dict[str, Any]]:
     """Every `send` decision of the date with what its template needs, as plain dicts."""
     recs = (
@@ -57,7 +49,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
                         order by r.rank)
              from {RECOMMENDATIONS} r join main.dim_products p using (product_id)
              where r.customer_id = d.customer_id and r.rank <= 5)"""
-        if _table_exists(con, "models", "product_recommendations")
+        if table_exists(con, "models", "product_recommendations")
         else "null"
     )
     # Trigger emails about one product (an abandoned cart) show products similar to it.
@@ -68,7 +60,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
              from models.similar_products s join main.dim_products p
                  on p.product_id = s.similar_product_id
              where s.product_id = d.trigger_product_id and s.rank <= 4)"""
-        if _table_exists(con, "models", "similar_products")
+        if table_exists(con, "models", "similar_products")
         else "null"
     )
     return (

@@ -36,7 +36,7 @@ def table_row_counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
 
 def segment_sizes(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(segment_type, segment, customers), largest first within each type."""
-    if not _exists(con, "segments", "customer_segments"):
+    if not table_exists(con, "segments", "customer_segments"):
         return []
     return con.execute(
         "select segment_type, segment, count(*) from segments.customer_segments "
@@ -46,7 +46,7 @@ def segment_sizes(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
 
 def quarantine_by_reason(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, int]]:
     """(source, reason, rows) for every quarantine reason, most frequent first."""
-    if not _exists(con, "main", "quarantined_rows"):
+    if not table_exists(con, "main", "quarantined_rows"):
         return []
     return con.execute(
         """
@@ -60,7 +60,7 @@ def quarantine_by_reason(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str,
 
 def reconciliation(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     """The ingest_reconciliation mart: received, accepted, quarantined, duplicates per source."""
-    if not _exists(con, "main", "ingest_reconciliation"):
+    if not table_exists(con, "main", "ingest_reconciliation"):
         return []
     return con.execute(
         """
@@ -70,10 +70,11 @@ def reconciliation(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
-def _exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+def table_exists(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    """Whether `schema.table` exists (a base table)."""
     return bool(
         con.execute(
             "select count(*) from duckdb_tables() where schema_name = ? and table_name = ?",
             [schema, table],
-        ).fetchone()[0]
+        ).fetchall()[0][0]
     )
