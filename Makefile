@@ -16,6 +16,10 @@ export OPENBLAS_NUM_THREADS := 1
 export DBT_SEND_ANONYMOUS_USAGE_STATS := false
 export UV_PYTHON := $(shell command -v $(PYTHON))
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+# Some machines set PYTHONDONTWRITEBYTECODE: every process (each dbt call, each Dagster run)
+# would then recompile every module it imports, about 8 s here. Bytecode is compiled at install
+# (--compile-bytecode) and our own modules may cache theirs.
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: setup demo test dev lint generate summary clean
 
@@ -26,7 +30,7 @@ $(UV):
 	$(TOOLS)/bin/pip install --quiet --disable-pip-version-check uv==0.13.9
 
 $(VENV)/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
+	$(UV) sync --frozen --quiet --compile-bytecode
 	@touch $@
 
 $(MANIFEST): $(VENV)/.synced $(DBT_SOURCES)

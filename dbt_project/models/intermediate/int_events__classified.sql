@@ -5,11 +5,30 @@
     earliest first load of its file, then file path, then line number);
   - `accepted`: everything else.
   rows received = accepted + quarantined + duplicate, always.
+
+  Incremental by landing day (macros/incremental_days.sql): a run re-classifies only the days
+  reloaded since the last run; their lines are deduplicated against the accepted lines of every
+  other day already here. A full refresh (the nightly rebuild) re-classifies everything, e.g.
+  after a catalog change turned an unknown product id into a known one.
 -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_pending_landing_days() }}",
+) }}
 
-with lines as (
+with pending as (
 
-    select * from {{ ref('stg_raw__event_lines') }}
+    {{ pending_landing_days() }}
+
+),
+
+lines as (
+
+    select stg.*, pending.reloaded_at as day_loaded_at
+    from {{ ref('stg_raw__event_lines') }} as stg
+    inner join pending
+        on stg.landing_date = pending.landing_date
 
 ),
 
@@ -38,19 +57,48 @@ checked as (
 
 ),
 
+valid_arrivals as (
+
+    select event_id, loaded_at, source_file, line_no, true as is_pending
+    from checked
+    where coalesce(reject_reason, catalog_reason) is null
+    {%- if is_incremental() %}
+
+    union all
+
+    select event_id, loaded_at, source_file, line_no, false as is_pending
+    from {{ this }}
+    where disposition = 'accepted'
+        and landing_date not in (select landing_date from pending)
+    {%- endif %}
+
+),
+
+arrival_ranks as (
+
+    select
+        source_file,
+        line_no,
+        row_number() over (
+            partition by event_id
+            order by loaded_at, source_file, line_no
+        ) as arrival_rank,
+        is_pending
+    from valid_arrivals
+
+),
+
 ranked as (
 
     select
-        *,
-        coalesce(reject_reason, catalog_reason) as final_reason,
-        case
-            when coalesce(reject_reason, catalog_reason) is null
-            then row_number() over (
-                partition by event_id, coalesce(reject_reason, catalog_reason)
-                order by loaded_at, source_file, line_no
-            )
-        end as arrival_rank
+        checked.*,
+        coalesce(checked.reject_reason, checked.catalog_reason) as final_reason,
+        arrival_ranks.arrival_rank
     from checked
+    left join arrival_ranks
+        on checked.source_file = arrival_ranks.source_file
+        and checked.line_no = arrival_ranks.line_no
+        and arrival_ranks.is_pending
 
 )
 
@@ -86,5 +134,6 @@ select
         when reject_reasons is not null then reject_reasons
         when catalog_reason is not null then catalog_reason
         when arrival_rank > 1 then 'duplicate_event_id'
-    end as reasons
+    end as reasons,
+    day_loaded_at
 from ranked

@@ -1,9 +1,24 @@
-{#- Accepted behavioural and email events: deduplicated on event_id, typed, UTC, ids normalized. -#}
+{#- Accepted behavioural and email events: deduplicated on event_id, typed, UTC, ids normalized.
+    Incremental by landing day like int_events__classified (macros/incremental_days.sql). -#}
+{{ config(
+    materialized='incremental',
+    incremental_strategy='append',
+    pre_hook="{{ delete_pending_landing_days() }}",
+) }}
 
-with accepted as (
+with pending as (
 
-    select * from {{ ref('int_events__classified') }}
-    where disposition = 'accepted'
+    {{ pending_landing_days() }}
+
+),
+
+accepted as (
+
+    select classified.*
+    from {{ ref('int_events__classified') }} as classified
+    inner join pending
+        on classified.landing_date = pending.landing_date
+    where classified.disposition = 'accepted'
 
 ),
 
@@ -30,7 +45,8 @@ select
     accepted.variant,
     accepted.properties,
     accepted.source_file,
-    accepted.landing_date
+    accepted.landing_date,
+    accepted.day_loaded_at
 from accepted
 left join rates
     on accepted.currency = rates.currency

@@ -20,12 +20,21 @@ full_pipeline_job = dg.define_asset_job(
     partitions_def=landing_day_partitions,
 )
 
+# Retraining (training snapshots, labels, model fits) is nightly work; fresh events only rescore.
+NIGHTLY_ONLY = dg.AssetSelection.assets(
+    ["models", "churn_model"],
+    ["models", "purchase_model"],
+    ["features", "customer_feature_snapshots"],
+    ["features", "training_labels"],
+    ["features", "feature_snapshot_dates"],
+)
+
 event_refresh_job = dg.define_asset_job(
     name="event_refresh",
-    selection=dg.AssetSelection.all()
-    - dg.AssetSelection.assets(["models", "churn_model"], ["models", "purchase_model"]),
-    description="What the landing sensor runs for new event files: the affected landing days, "
-    "then everything downstream except the propensity retrain (nightly).",
+    selection=dg.AssetSelection.all() - NIGHTLY_ONLY,
+    description="What the landing sensor runs for new event files: the affected landing days "
+    "(the incremental dbt models re-process only those), then everything downstream except the "
+    "nightly retrain.",
     executor_def=dg.in_process_executor,
     partitions_def=landing_day_partitions,
 )

@@ -7,19 +7,23 @@ import dagster as dg
 from personalization_assets import paths
 from personalization_assets.defs.automation.jobs import campaign_job, full_pipeline_job, range_tags
 from personalization_assets.defs.ingest.landing import landing_days
+from personalization_assets.defs.warehouse.assets import FULL_REFRESH_TAG
 
 
 @dg.schedule(
     job=full_pipeline_job,
     cron_schedule="0 2 * * *",
     execution_timezone="UTC",
-    description="Nightly: reload every landing day, rebuild, retrain and rescore.",
+    description="Nightly: reload every landing day, rebuild the incremental dbt models from scratch "
+    "(--full-refresh), retrain and rescore.",
 )
 def nightly_full_rebuild(context: dg.ScheduleEvaluationContext):
     days = landing_days(paths.landing_dir())
     if not days:
         return dg.SkipReason(f"no event files under {paths.landing_dir()}")
-    return dg.RunRequest(run_key=None, tags=range_tags(days[0], days[-1]))
+    return dg.RunRequest(
+        run_key=None, tags={**range_tags(days[0], days[-1]), FULL_REFRESH_TAG: "true"}
+    )
 
 
 @dg.schedule(

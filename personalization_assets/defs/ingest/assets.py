@@ -1,8 +1,12 @@
 """Ingest group: the landing zone's files, copied verbatim into the warehouse's `raw` schema."""
 
+import datetime as dt
+from collections.abc import Iterator
+
 import dagster as dg
 
 from personalization_assets import contract
+from personalization_assets.defs.automation.partitions import landing_day_partitions
 from personalization_assets.defs.ingest import landing
 from personalization_assets.defs.ingest.order_imports import load_order_imports_config
 from personalization_assets.defs.warehouse.resources import (
@@ -64,27 +68,57 @@ def _log(context: dg.AssetExecutionContext, result: landing.LoadResult) -> None:
         )
 
 
-@dg.asset(
-    key=["ingest", "raw_event_lines"],
-    deps=[["landing", "events"]],
-    group_name=GROUP,
-    owners=OWNERS,
-    kinds={"duckdb"},
+RAW_EVENT_LINES = dg.AssetKey(["ingest", "raw_event_lines"])
+RAW_EVENT_DAY_LOADS = dg.AssetKey(["ingest", "raw_event_day_loads"])
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RAW_EVENT_LINES,
+            deps=[["landing", "events"]],
+            description="Every non-blank line of the landing event files, as text with its file "
+            "and line number. Nothing is parsed or dropped here, so dbt can quarantine bad lines "
+            "with a reason.",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"duckdb"},
+            partitions_def=landing_day_partitions,
+        ),
+        dg.AssetSpec(
+            RAW_EVENT_DAY_LOADS,
+            deps=[["landing", "events"]],
+            description="When each landing day was last replaced: the incremental dbt event models "
+            "re-process exactly the days reloaded since they last ran.",
+            group_name=GROUP,
+            owners=OWNERS,
+            kinds={"duckdb"},
+            partitions_def=landing_day_partitions,
+        ),
+    ],
     pool=WAREHOUSE_POOL,
+    backfill_policy=dg.BackfillPolicy.single_run(),
 )
 def raw_event_lines(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     landing_zone: LandingZoneResource,
-) -> dg.MaterializeResult:
-    """Every non-blank line of every landing event file, as text with its file and line number.
+) -> Iterator[dg.MaterializeResult]:
+    """Load the event files of the run's landing days into `raw.event_lines`.
 
-    Nothing is parsed or dropped here, so dbt can quarantine bad lines with a reason.
+    One partition per landing folder `events/date=YYYY-MM-DD`; a run over a range replaces
+    exactly those days (idempotent) and stamps them in `raw.event_day_loads`.
     """
+    window = context.partition_key_range
+    days = (dt.date.fromisoformat(window.start), dt.date.fromisoformat(window.end))
     with warehouse.connect() as con:
-        result = landing.load_event_lines(con, landing_zone.path)
+        result = landing.load_event_lines(con, landing_zone.path, days=days)
     _log(context, result)
-    return dg.MaterializeResult(metadata=_metadata(result))
+    span = f"{window.start} … {window.end}"
+    yield dg.MaterializeResult(
+        asset_key=RAW_EVENT_LINES, metadata={**_metadata(result), "landing_days": span}
+    )
+    yield dg.MaterializeResult(asset_key=RAW_EVENT_DAY_LOADS, metadata={"landing_days": span})
 
 
 def _csv_export_asset(

@@ -108,6 +108,10 @@ def ensure_raw_schema(con: duckdb.DuckDBPyConnection) -> None:
         )
         """
     )
+    con.execute(
+        f"""create table if not exists {RAW_SCHEMA}.event_day_loads (
+            landing_date date primary key, reloaded_at timestamp)"""
+    )
 
 
 def _register_files(
@@ -170,11 +174,14 @@ def load_event_lines(
             raw_line varchar, loaded_at timestamp)"""
     )
     if days is None:
+        reloaded = {_landing_day(p) for p in files} | _days_with_lines(con)
         con.execute(f"delete from {RAW_SCHEMA}.event_lines")
     else:
+        reloaded = _days_between(*days)
         con.execute(
             f"delete from {RAW_SCHEMA}.event_lines where landing_date between ? and ?", list(days)
         )
+    _mark_days_reloaded(con, reloaded, now)
     if not files:
         result.message = _empty_message(landing_dir, "events", "events/date=YYYY-MM-DD/*.ndjson")
         return result
@@ -212,6 +219,31 @@ def load_event_lines(
         [result.files],
     ).fetchall()[0][0]
     return result
+
+
+def _days_with_lines(con: duckdb.DuckDBPyConnection) -> set[dt.date]:
+    rows = con.execute(f"select distinct landing_date from {RAW_SCHEMA}.event_lines").fetchall()
+    return {row[0] for row in rows if row[0] is not None}
+
+
+def _days_between(first: dt.date, last: dt.date) -> set[dt.date]:
+    return {first + dt.timedelta(days=i) for i in range((last - first).days + 1)}
+
+
+def _mark_days_reloaded(
+    con: duckdb.DuckDBPyConnection, days: set[dt.date], now: dt.datetime
+) -> None:
+    """Record that these landing days were replaced at `now`.
+
+    The incremental dbt models re-process exactly the days reloaded since they last ran (a day
+    whose files all disappeared is reloaded as empty, so its rows are removed downstream too).
+    """
+    if days:
+        con.executemany(
+            f"""insert into {RAW_SCHEMA}.event_day_loads values (?, ?)
+                on conflict (landing_date) do update set reloaded_at = excluded.reloaded_at""",
+            [(day, now) for day in sorted(days)],
+        )
 
 
 def _landing_day(path: Path) -> dt.date:

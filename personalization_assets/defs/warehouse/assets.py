@@ -24,6 +24,8 @@ from personalization_assets.defs.warehouse.summary import quarantine_by_reason, 
 
 GROUP = "warehouse"
 OWNERS = ["team:data-engineering"]
+# A run tagged with this (the nightly rebuild) rebuilds the incremental models from scratch.
+FULL_REFRESH_TAG = "personalization/dbt_full_refresh"
 
 
 class WarehouseTranslator(DagsterDbtTranslator):
@@ -54,11 +56,18 @@ def warehouse_dbt_assets(
     warehouse: WarehouseResource,
     project_config: ProjectConfigResource,
 ) -> Iterator[Any]:
-    """Build (run + test) the selected dbt models against the project's DuckDB file."""
+    """Build (run + test) the selected dbt models against the project's DuckDB file.
+
+    The event models are incremental by landing day (only days reloaded since the last build are
+    re-processed); runs tagged `personalization/dbt_full_refresh=true` rebuild them from scratch.
+    """
     os.environ[paths.DUCKDB_PATH_ENV] = str(warehouse.path)
     settings = load_model_settings(project_config.path)
     dbt_vars = {"label_horizons_days": settings.label_horizons()}
-    events = list(dbt.cli(["build", "--vars", json.dumps(dbt_vars)], context=context).stream())
+    args = ["build", "--vars", json.dumps(dbt_vars)]
+    if context.run.tags.get(FULL_REFRESH_TAG) == "true":
+        args.append("--full-refresh")
+    events = list(dbt.cli(args, context=context).stream())
     with warehouse.connect(read_only=True) as con:
         counts = table_row_counts(con)
         quarantine = quarantine_by_reason(con)
