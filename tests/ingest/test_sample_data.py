@@ -16,7 +16,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from personalization_assets.defs.ingest.assets import ASSIGNMENT_COLUMNS as LOADED_COLUMNS
 from personalization_assets.defs.ingest.sample_data import (
+    ASSIGNMENT_COLUMNS,
+    ASSIGNMENT_INJECTIONS,
+    ASSIGNMENTS_FILE,
     CATEGORY_NAMES,
     CITIES,
     CUSTOMER_COLUMNS,
@@ -24,8 +28,11 @@ from personalization_assets.defs.ingest.sample_data import (
     EVENT_INJECTIONS,
     EVENT_KEYS,
     EVENT_TYPES,
+    GROUND_TRUTH_WINDOW_DAYS,
     MANIFEST_NAME,
     PRODUCT_COLUMNS,
+    ArmEffect,
+    ResponseModel,
     SampleManifest,
     generate_sample_data,
     latent_customer_traits,
@@ -253,6 +260,7 @@ def test_every_kind_is_injected(fixture, request):
     expected = {("events", k) for k in EVENT_INJECTIONS}
     expected |= {("customers", k) for k in CUSTOMER_INJECTIONS}
     expected |= {("products", "invalid_price")}
+    expected |= {("assignments", k) for k in ASSIGNMENT_INJECTIONS}
     assert set(kinds) == expected
 
 
@@ -669,3 +677,153 @@ def test_invalid_arguments_are_rejected(tmp_path):
         generate_sample_data(tmp_path, products=3)
     with pytest.raises(ValueError):
         generate_sample_data(tmp_path, customers=0)
+
+
+# --- response model: assignments, holdout and ground truth ---------------------------------------
+
+
+def _assignment_reason(row: dict, seen: set[tuple[str, str]]) -> str | None:
+    """Simple assignment rules: missing ids/variant, bad time, duplicate (first valid wins)."""
+    customer = row["customer_id"].strip().lower()
+    if not customer:
+        return "missing_customer_id"
+    if not row["variant"].strip():
+        return "missing_variant"
+    try:
+        datetime.fromisoformat(row["assigned_at"].strip())
+    except ValueError:
+        return "invalid_assigned_at"
+    key = (row["campaign_id"].strip(), customer)
+    if key in seen:
+        return "duplicate_assignment"
+    seen.add(key)
+    return None
+
+
+def _assignments(root: Path) -> pd.DataFrame:
+    return pd.read_csv(root / ASSIGNMENTS_FILE, dtype=str, keep_default_na=False)
+
+
+@pytest.mark.parametrize("fixture", ["small", "tiny"])
+def test_assignment_rows_reconcile_with_the_manifest(fixture, request):
+    root, manifest = request.getfixturevalue(fixture)
+    header, rows = _csv_rows(root / ASSIGNMENTS_FILE)
+    assert tuple(header) == ASSIGNMENT_COLUMNS == LOADED_COLUMNS
+    assert manifest.counts["assignments_rows"] == len(rows)
+    planted = _planted(manifest, "assignments")
+    seen: set[tuple[str, str]] = set()
+    rejected = 0
+    for number, values in enumerate(rows, start=1):
+        row = dict(zip(header, values, strict=True))
+        reason = _assignment_reason(row, seen)
+        entry = planted.get((ASSIGNMENTS_FILE, number))
+        assert reason == (entry["reason"] if entry else None), (number, row)
+        rejected += reason is not None
+    assert manifest.counts["expected_assignments_quarantined"] == rejected
+    assert manifest.counts["expected_assignments_accepted"] == len(rows) - rejected
+
+
+def test_every_send_is_an_assignment_and_the_holdout_gets_no_email(signal):
+    root, events = signal
+    frame = _assignments(root)
+    sends = {
+        (e["campaign_id"], e["user_id"]): (e["variant"], e["timestamp"])
+        for e in events
+        if e["event_type"] == "email_send"
+    }
+    arms = {
+        (r.campaign_id, r.customer_id): (r.variant, r.assigned_at)
+        for r in frame.itertuples(index=False)
+    }
+    assert len(arms) == len(frame)  # bad_fraction 0: one row per (campaign, customer)
+    assert all(arms[key] == value for key, value in sends.items())
+    held_out = {key for key, (variant, _) in arms.items() if variant == "holdout"}
+    assert held_out and held_out.isdisjoint(sends)
+    contacted = {
+        (e["campaign_id"], e["user_id"])
+        for e in events
+        if e["event_type"] in ("email_open", "email_click", "unsubscribe")
+    }
+    assert held_out.isdisjoint(contacted)
+    assert len(arms) == len(sends) + len(held_out)
+    share = len(held_out) / len(arms)  # planned 0.10, binomial
+    assert abs(share - 0.10) < 4 * np.sqrt(0.1 * 0.9 / len(arms))
+    assert set(frame["planned_share"]) == {"0.4500", "0.1000"}
+
+
+def test_ground_truth_is_in_the_manifest_and_follows_the_planted_lifts(small):
+    root, manifest = small
+    truth = manifest.ground_truth
+    assert truth["window_days"] == GROUND_TRUTH_WINDOW_DAYS
+    assert truth["response_model"] == manifest.params["response_model"]
+    frame = _assignments(root)
+    frame = frame[
+        ~frame.index.isin([e["line"] - 1 for e in _planted(manifest, "assignments").values()])
+    ]
+    counted = frame.groupby(["campaign_id", "variant"]).size()
+    assert set(truth["campaigns"]) == set(frame["campaign_id"])
+    for campaign, spec in truth["campaigns"].items():
+        arms = spec["arms"]
+        assert set(arms) == {"A", "B", "holdout"}
+        assert sum(a["planned_share"] for a in arms.values()) == pytest.approx(1.0)
+        for arm, values in arms.items():
+            assert values["assigned"] == counted.get((campaign, arm), 0)
+        # multiplicative lifts on every customer's own rate: B > A > holdout, B opens more
+        assert arms["B"]["conversion_rate"] > arms["A"]["conversion_rate"]
+        assert arms["A"]["conversion_rate"] > arms["holdout"]["conversion_rate"] > 0
+        assert arms["B"]["open_rate"] > arms["A"]["open_rate"] > 0
+        assert arms["holdout"]["open_rate"] is None
+    last = max(truth["campaigns"].values(), key=lambda c: c["last_assigned_at"])
+    assert last["window_complete"] is (
+        datetime.fromisoformat(last["last_assigned_at"]) + timedelta(days=3)
+        <= datetime(2026, 11, 1, tzinfo=UTC)
+    )
+
+
+def test_observed_outcomes_match_the_ground_truth(signal):
+    """Independently from the events: conversions in the window after assignment, per arm,
+    pooled over the complete campaigns, agree with the manifest's truth within sampling error."""
+    root, events = signal
+    manifest = json.loads((root / MANIFEST_NAME).read_text())
+    truth = manifest["ground_truth"]["campaigns"]
+    frame = _assignments(root)
+    frame["assigned_at"] = pd.to_datetime(frame["assigned_at"], utc=True)
+    orders = pd.DataFrame(
+        [
+            (e["user_id"], e["properties"]["order_id"], e["timestamp"])
+            for e in events
+            if e["event_type"] == "purchase"
+        ],
+        columns=["customer_id", "order_id", "ordered_at"],
+    )
+    orders["ordered_at"] = pd.to_datetime(orders["ordered_at"], utc=True)
+    orders = orders.groupby(["customer_id", "order_id"], as_index=False)["ordered_at"].min()
+    joined = frame.merge(orders, on="customer_id")
+    window = pd.Timedelta(days=GROUND_TRUTH_WINDOW_DAYS)
+    inside = joined[
+        (joined["ordered_at"] >= joined["assigned_at"])
+        & (joined["ordered_at"] < joined["assigned_at"] + window)
+    ]
+    converted = set(zip(inside["campaign_id"], inside["customer_id"], strict=True))
+    frame["converted"] = [
+        (c, k) in converted for c, k in zip(frame["campaign_id"], frame["customer_id"], strict=True)
+    ]
+    complete = [c for c, spec in truth.items() if spec["window_complete"]]
+    frame = frame[frame["campaign_id"].isin(complete)]
+    for arm, group in frame.groupby("variant"):
+        expected = np.mean([truth[c]["arms"][arm]["conversion_rate"] for c in group["campaign_id"]])
+        observed = group["converted"].mean()
+        assert abs(observed - expected) < 4 * np.sqrt(expected * (1 - expected) / len(group)), arm
+
+
+def test_response_model_is_validated_and_a_zero_holdout_means_none(tmp_path):
+    with pytest.raises(ValueError):
+        ResponseModel(holdout_share=1.0)
+    with pytest.raises(ValueError):
+        ResponseModel(variants=(("holdout", ArmEffect()),))
+    with pytest.raises(ValueError):
+        ResponseModel(variants=(("A", ArmEffect(conversion_lift=-1.0)),))
+    model = ResponseModel(holdout_share=0.0)
+    manifest = generate_sample_data(tmp_path, **{**TINY, "bad_fraction": 0.0}, response_model=model)
+    assert "holdout" not in set(_assignments(tmp_path)["variant"])
+    assert manifest.params["response_model"]["holdout_share"] == 0.0

@@ -10,7 +10,8 @@ from tests.conftest import failed_checks
 
 def test_results_exist_per_campaign_and_variant_and_the_split_check_passes(sample_shop):
     rows = sample_shop.query(
-        "select campaign_id, variant, recipients, sends from measurement.campaign_results"
+        "select campaign_id, variant, recipients, sends from measurement.campaign_results "
+        "where comparison = 'variant_vs_control'"
     )
     assert rows and {variant for _, variant, _, _ in rows} == {"A", "B"}
     assert "measurement/campaign_results:sample_ratio_mismatch" not in failed_checks(
@@ -50,3 +51,71 @@ def test_an_injected_sample_ratio_mismatch_is_flagged(sample_shop):
     _, mismatches = _analyze(skewed, MeasurementSettings())
     _, clean = _analyze(group, MeasurementSettings())
     assert mismatches == [campaign] and clean == []
+
+
+def test_bad_assignment_rows_are_rejected_with_their_reasons(sample_shop):
+    expected = {
+        (row["file"], row["line"]): row["reason"]
+        for row in sample_shop.manifest["injected"]
+        if row["source"] == "assignments"
+    }
+    actual = dict(
+        ((source_file, row_no), reason)
+        for source_file, row_no, reason in sample_shop.query(
+            "select source_file, row_no, reject_reason from stg_experiments__assignments "
+            "where reject_reason is not null"
+        )
+    )
+    assert expected and actual == expected
+    assert not [k for k in failed_checks(sample_shop.result) if "stg_experiments__assignments" in k]
+    accepted = sample_shop.query(
+        "select count(*), count(distinct (campaign_id, customer_id)) "
+        "from stg_experiments__assignments where reject_reason is null"
+    )[0]
+    counts = sample_shop.manifest["counts"]
+    assert accepted == (counts["expected_assignments_accepted"],) * 2
+
+
+def test_incremental_lift_vs_holdout_covers_the_planted_effect(sample_shop):
+    """Through the real graph: holdout rows per campaign whose window has closed, arm sizes equal
+    to the generator's assignments, and the true (planted) differences inside the intervals."""
+    truth = sample_shop.manifest["ground_truth"]
+    rows = sample_shop.df(
+        "select * from measurement.campaign_results where comparison = 'incremental_vs_holdout'"
+    )
+    complete = {c for c, spec in truth["campaigns"].items() if spec["window_complete"]}
+    assert complete and set(rows["campaign_id"]) == complete
+    assert set(rows["variant"]) == {"A", "B", "holdout"}
+    assert (rows.loc[rows["variant"] == "holdout", "baseline"] == "holdout").all()
+    covered = []
+    for row in rows.itertuples(index=False):
+        arms = truth["campaigns"][row.campaign_id]["arms"]
+        assert row.recipients == arms[row.variant]["assigned"]
+        if row.variant == "holdout":
+            assert row.sends == 0 and row.conversions >= 0
+            continue
+        for metric in ("conversion_rate", "revenue_per_recipient"):
+            true = arms[row.variant][metric] - arms["holdout"][metric]
+            low = getattr(row, f"{metric}_diff_ci_low")
+            high = getattr(row, f"{metric}_diff_ci_high")
+            covered.append(low <= true <= high)
+    assert len(covered) == 4 * len(complete)
+    assert sum(covered) >= 0.8 * len(covered)
+    # opens and clicks are not compared with a holdout: it received nothing
+    assert rows["open_rate"].isna().all() and rows["ctr"].isna().all()
+
+
+def test_results_metadata_shows_the_holdout_table_and_exclusion_counts(sample_shop):
+    materializations = [
+        event.event_specific_data.materialization
+        for event in sample_shop.result.all_events
+        if event.event_type_value == "ASSET_MATERIALIZATION"
+        and event.event_specific_data.materialization.asset_key.to_user_string()
+        == "measurement/campaign_results"
+    ]
+    metadata = materializations[-1].metadata
+    table = metadata["incremental_lift_vs_holdout"].value
+    assert "| holdout |" in table and "[" in table
+    assert metadata["assignments_analyzed"].value > 0
+    assert metadata["assignments_window_open"].value > 0  # the engine's own decisions, at the end
+    assert metadata["sends_without_assignment"].value == 0

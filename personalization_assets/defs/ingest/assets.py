@@ -35,8 +35,17 @@ landing_specs = [
         ("crm_customers", "CRM customer export(s) `crm/*.csv`: demographics, birthday, consent."),
         ("catalog_products", "Catalog export(s) `catalog/*.csv`: category, price, stock."),
         ("order_exports", "Historic order exports `orders/*.csv` (e.g. UCI Online Retail II)."),
+        (
+            "experiment_assignments",
+            "Experiment assignment export(s) `experiments/*.csv`: campaign, customer, variant "
+            "or `holdout`, assigned_at (optional planned_share).",
+        ),
     ]
 ]
+
+# The assignment record of campaigns run outside the engine, `experiments/*.csv` (README "Measurement").
+ASSIGNMENT_COLUMNS = ("campaign_id", "customer_id", "variant", "assigned_at", "planned_share")
+REQUIRED_ASSIGNMENT_COLUMNS = ("campaign_id", "customer_id", "variant", "assigned_at")
 
 
 def _metadata(result: landing.LoadResult) -> dict[str, dg.MetadataValue | int | str]:
@@ -178,6 +187,17 @@ raw_products = _csv_export_asset(
     landing.REQUIRED_PRODUCT_COLUMNS,
     "The catalog export(s), every record as text; malformed CSV records kept with the parser's "
     "error.\n\nA file missing a required column fails with a message naming the file and the column.",
+)
+
+raw_assignments = _csv_export_asset(
+    "assignments",
+    "experiment_assignments",
+    "experiments",
+    ASSIGNMENT_COLUMNS,
+    REQUIRED_ASSIGNMENT_COLUMNS,
+    "The experiment assignment export(s), every record as text; malformed CSV records kept with "
+    "the parser's error.\n\nOptional source: with no files in `experiments/` the table is empty. "
+    "A file missing a required column fails with a message naming the file and the column.",
 )
 
 

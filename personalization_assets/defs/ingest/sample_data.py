@@ -45,7 +45,8 @@ The shop model
   minutes. Sessions are spread evenly over each customer's active period, so the last day
   of the window is an ordinary day (with people in the middle of browsing).
 * **Email.** Each Tuesday in the window a newsletter goes out (``newsletter_<year>w<week>``,
-  A/B variants 50/50, B opens a little more often) to customers who have email consent and
+  A/B variants in equal shares beside a 10% holdout, B opens a little more often) to customers
+  who have email consent and
   have not unsubscribed. Like a real shop's engagement-based sending, subscribers who are
   likely to open get every newsletter and the rest about 15% of them (reach grows with
   ``open_prob`` in ``REACH_OPEN_PROB``); 30 days after a drop-out the subscriber is back on
@@ -53,9 +54,20 @@ The shop model
   names a product and sometimes leads into a web session. A few customers unsubscribe
   after a newsletter. Consent flags are data the warehouse must respect: web events are
   written whatever ``tracking_consent`` says.
+* **Experiments (response model).** Every eligible subscriber of a newsletter is *assigned*
+  (``experiments/assignments.csv``: campaign, customer, variant or ``holdout``, assigned_at,
+  planned_share); the holdout gets no email at all. ``ResponseModel`` plants each variant's
+  effects as multiplicative lifts on the customer's own open and click probabilities and on a
+  per-customer base response rate (the chance of an order in the two days after assignment,
+  which the holdout has too). Response orders are the only orders a newsletter causes
+  (click-through sessions browse but do not order), so the true per-arm rates are exact: the
+  manifest's ``ground_truth`` holds them per campaign, averaged over all assigned customers
+  (potential outcomes with common random numbers, the customers' other orders included).
+  ``simulate_campaign_responses`` runs the same model on small warehouse-shaped tables for
+  many-seed tests of the analysis.
 * **Bad input.** About ``bad_fraction`` of event lines are planted problems, one problem per
-  line (see ``EVENT_INJECTIONS``), plus a few bad CRM and catalog rows. The manifest records
-  each one with its file, line, expected disposition and reason.
+  line (see ``EVENT_INJECTIONS``), plus a few bad CRM, catalog and assignment rows. The
+  manifest records each one with its file, line, expected disposition and reason.
 
 At the demo scale (5,000 customers, 120 days to 2026-10-31, seed 42) about 42% of the
 customers buy at least once (orders per buyer: median 2, 99th percentile about 40). As of
@@ -333,6 +345,22 @@ UNSUB_DELAY_S = (3_000, 21_000)  # unsubscribe between 50 min and ~6 h after the
 NEVER_OPEN_SHARE = 0.12
 VARIANT_B_OPEN_LIFT = 1.15
 P_CLICK_PRODUCT, P_CLICK_SESSION = 0.6, 0.5
+OPEN_DELAY_S, CLICK_DELAY_S = 4 * 3600, 90  # mean exponential delays: send -> open -> click
+
+# --- response model (experiments with known effects) --------------------------------------------
+HOLDOUT = "holdout"
+ASSIGNMENTS_FILE = "experiments/assignments.csv"
+ASSIGNMENT_COLUMNS = ("campaign_id", "customer_id", "variant", "assigned_at", "planned_share")
+RESPONSE_BASE_RATE = (0.01, 0.05)  # per-customer base response rate, from intent 0 to intent 1
+RESPONSE_DELAY_S = (3_600, 2 * DAY)  # a response order comes 1 h to 2 days after assignment
+RESPONSE_SESSION_S = (0, 25, 60, 100, 150)  # page view, product view, cart, checkout, purchase
+GROUND_TRUTH_WINDOW_DAYS = 3  # the window (days after assignment) the manifest's truth is for
+ASSIGNMENT_INJECTIONS: dict[str, tuple[str, str | None]] = {
+    "missing_customer_id": ("quarantined", "missing_customer_id"),
+    "invalid_variant": ("quarantined", "missing_variant"),
+    "invalid_assigned_at": ("quarantined", "invalid_assigned_at"),
+    "duplicate_assignment": ("quarantined", "duplicate_assignment"),
+}
 
 # --- injected bad input --------------------------------------------------------------------
 # kind -> (disposition, reason or None, "add" a line / "replace" a good line, weight)
@@ -376,6 +404,7 @@ class SampleManifest:
     params: dict
     counts: dict[str, int]
     injected: list[dict] = field(default_factory=list)
+    ground_truth: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Return the manifest as plain JSON-ready data."""
@@ -385,11 +414,92 @@ class SampleManifest:
             "params": dict(self.params),
             "counts": dict(self.counts),
             "injected": [dict(i) for i in self.injected],
+            "ground_truth": dict(self.ground_truth),
         }
 
     def to_json(self) -> str:
         """Serialise like ``_generator_manifest.json`` (sorted keys, indent 2)."""
         return json.dumps(self.to_dict(), sort_keys=True, indent=2, ensure_ascii=False) + "\n"
+
+
+@dataclass(frozen=True)
+class ArmEffect:
+    """Planted multiplicative effects of one variant on a customer's own probabilities.
+
+    ``open_lift`` and ``click_lift`` multiply the customer's open probability and click
+    probability (given an open); ``conversion_lift`` multiplies the customer's base response
+    rate (the chance of an order in the days after assignment that the holdout also has).
+    Probabilities are capped at 1.
+    """
+
+    open_lift: float = 1.0
+    click_lift: float = 1.0
+    conversion_lift: float = 1.0
+
+
+@dataclass(frozen=True)
+class ResponseModel:
+    """How the simulated newsletters work: arms, their planted effects and the holdout share.
+
+    Every eligible subscriber of a newsletter is *assigned*: to the holdout with probability
+    ``holdout_share`` (no email at all), otherwise to one of ``variants`` with equal chance.
+    The holdout's conversion lift is 1 by definition: its response rate is the customer's base
+    rate (``RESPONSE_BASE_RATE``, growing with intent). Response orders are the only orders the
+    newsletters cause (click-through sessions browse but do not order), so the true effects
+    are exact; they are computed per campaign and written to the manifest's ``ground_truth``.
+    """
+
+    holdout_share: float = 0.10
+    variants: tuple[tuple[str, ArmEffect], ...] = (
+        ("A", ArmEffect(conversion_lift=1.5)),
+        ("B", ArmEffect(open_lift=VARIANT_B_OPEN_LIFT, conversion_lift=1.8)),
+    )
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.holdout_share < 1.0:
+            raise ValueError("holdout_share must be in [0, 1)")
+        names = [name for name, _ in self.variants]
+        if not names or len(set(names)) != len(names) or HOLDOUT in names:
+            raise ValueError(f"variants need distinct names other than {HOLDOUT!r}: {names}")
+        for name, effect in self.variants:
+            lifts = (effect.open_lift, effect.click_lift, effect.conversion_lift)
+            if not all(np.isfinite(lift) and lift >= 0 for lift in lifts):
+                raise ValueError(f"variant {name!r}: lifts must be finite and >= 0")
+
+    @property
+    def arms(self) -> list[str]:
+        """Variant names, then the holdout (arm index = position)."""
+        return [name for name, _ in self.variants] + [HOLDOUT]
+
+    def lifts(self) -> np.ndarray:
+        """(arms, 3) open / click / conversion lifts; the holdout gets no email (0, 0, 1)."""
+        rows = [(e.open_lift, e.click_lift, e.conversion_lift) for _, e in self.variants]
+        return np.array([*rows, (0.0, 0.0, 1.0)], dtype=float)
+
+    def planned_shares(self) -> dict[str, float]:
+        """Planned share of every arm (sums to 1)."""
+        k = len(self.variants)
+        shares = {name: (1.0 - self.holdout_share) / k for name, _ in self.variants}
+        return {**shares, HOLDOUT: self.holdout_share}
+
+    def to_dict(self) -> dict:
+        """JSON-ready description (for the manifest)."""
+        return {
+            "holdout_share": self.holdout_share,
+            "variants": {
+                name: {
+                    "open_lift": e.open_lift,
+                    "click_lift": e.click_lift,
+                    "conversion_lift": e.conversion_lift,
+                }
+                for name, e in self.variants
+            },
+            "base_response_rate": list(RESPONSE_BASE_RATE),
+            "response_delay_seconds": list(RESPONSE_DELAY_S),
+        }
+
+
+DEFAULT_RESPONSE_MODEL = ResponseModel()
 
 
 @dataclass(frozen=True)
@@ -813,10 +923,36 @@ def _unsubscribe_plan(
     return unsub_ts, unsub_camp
 
 
+@dataclass
+class _Assignments:
+    """Every (newsletter, eligible subscriber) pair with its arm, as columns."""
+
+    cust: np.ndarray
+    campaign: np.ndarray
+    arm: np.ndarray  # index into ResponseModel.arms (the last one is the holdout)
+    ts: np.ndarray  # assigned_at = the (planned) send time
+    email_limit: np.ndarray  # time before which the customer can open or click
+    arm_count: int  # variants + the holdout
+
+    @property
+    def holdout(self) -> np.ndarray:
+        return self.arm == self.arm_count - 1
+
+
 def _simulate_email(
-    cust: _Customers, catalog: _Catalog, cum_aff: np.ndarray, window: _Window, seed: int
-) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
-    """Newsletter sends, opens, clicks and unsubscribes; returns parts and click sessions."""
+    cust: _Customers,
+    catalog: _Catalog,
+    cum_aff: np.ndarray,
+    window: _Window,
+    seed: int,
+    model: ResponseModel = DEFAULT_RESPONSE_MODEL,
+) -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray], _Assignments]:
+    """Newsletter sends, opens, clicks and unsubscribes; parts, click sessions, assignments.
+
+    Holdout members are assigned like everyone else but get no send, open or click (their
+    random draws are still made, so the other customers' email stream does not depend on who
+    is held out). An unsubscriber's last newsletter is never held out.
+    """
     rng = _rng(seed, "email")
     send_base, _ = _campaigns(window)
     unsub_ts, unsub_camp = _unsubscribe_plan(cust, send_base, window, rng)
@@ -840,11 +976,17 @@ def _simulate_email(
         etype=EMAIL_SEND,
         ts=send_base[cc] + rng.integers(0, SEND_SPREAD_S, len(ci)),
         campaign=cc,
-        variant=rng.integers(0, 2, len(ci)),
+        variant=rng.integers(0, len(model.variants), len(ci)),
     )
     limit = np.minimum(cust.limit_ts(window), unsub_ts)[ci]
-    opens, clicks, sessions = _opens_and_clicks(cust, catalog, cum_aff, sends, limit, rng)
     pair = np.searchsorted(ci * len(send_base) + cc, leavers * len(send_base) + unsub_camp[leavers])
+    held_out = _rng(seed, "holdout").random(len(ci)) < model.holdout_share
+    held_out[pair] = False
+    opens, clicks, sessions = _opens_and_clicks(
+        cust, catalog, cum_aff, sends, np.where(held_out, 0, limit), rng, model
+    )
+    arms = np.where(held_out, len(model.variants), sends["variant"])
+    assignments = _Assignments(ci, cc, arms, sends["ts"].copy(), limit, len(model.arms))
     unsubs = _part(
         len(leavers),
         cust=leavers,
@@ -853,7 +995,8 @@ def _simulate_email(
         campaign=unsub_camp[leavers],
         variant=sends["variant"][pair],
     )
-    return [sends, opens, clicks, unsubs], sessions
+    sends = {k: v[~held_out] for k, v in sends.items()}
+    return [sends, opens, clicks, unsubs], sessions, assignments
 
 
 def _opens_and_clicks(
@@ -863,14 +1006,15 @@ def _opens_and_clicks(
     sends: dict[str, np.ndarray],
     limit: np.ndarray,
     rng: np.random.Generator,
+    model: ResponseModel = DEFAULT_RESPONSE_MODEL,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Opens (engagement-driven, variant B a bit better), clicks and click-through sessions."""
+    """Opens (engagement-driven, times the variant's lift), clicks and click-through sessions."""
     n, ci = len(sends["cust"]), sends["cust"]
-    lift = np.where(sends["variant"] == 1, VARIANT_B_OPEN_LIFT, 1.0)
-    open_ts = sends["ts"] + 30 + rng.exponential(4 * 3600, n).astype(np.int64)
-    opened = (rng.random(n) < cust.open_prob[ci] * lift) & (open_ts < limit)
-    click_ts = open_ts + 5 + rng.exponential(90, n).astype(np.int64)
-    clicked = opened & (rng.random(n) < cust.click_prob[ci]) & (click_ts < limit)
+    lifts = model.lifts()[sends["variant"]]
+    open_ts = sends["ts"] + 30 + rng.exponential(OPEN_DELAY_S, n).astype(np.int64)
+    opened = (rng.random(n) < cust.open_prob[ci] * lifts[:, 0]) & (open_ts < limit)
+    click_ts = open_ts + 5 + rng.exponential(CLICK_DELAY_S, n).astype(np.int64)
+    clicked = opened & (rng.random(n) < cust.click_prob[ci] * lifts[:, 1]) & (click_ts < limit)
     with_product = clicked & (rng.random(n) < P_CLICK_PRODUCT)
     product = np.full(n, -1, dtype=np.int32)
     product[with_product] = _sample_products(ci[with_product], cum_aff, catalog, rng)
@@ -892,6 +1036,7 @@ def _opens_and_clicks(
         "path": len(BASE_PATHS) + len(CATEGORIES) + sends["campaign"][to_session],
         "focus": np.full(int(to_session.sum()), -1),
         "browse": np.zeros(int(to_session.sum()), dtype=bool),
+        "no_order": np.ones(int(to_session.sum()), dtype=bool),
     }
     return opens, clicks, sessions
 
@@ -944,6 +1089,7 @@ def _organic_sessions(
         "path": path,
         "focus": focus,
         "browse": browse,
+        "no_order": np.zeros(len(ci), dtype=bool),
     }
 
 
@@ -952,7 +1098,8 @@ def _funnel_steps(sessions: dict[str, np.ndarray], cust: _Customers, rng: np.ran
 
     Shopping sessions use the customer's funnel probabilities (see ``_Customers.funnel``).
     Window-shopping sessions never bounce, view several products of one category and at
-    most leave something in the cart.
+    most leave something in the cart. Click-through sessions (``no_order``) browse and may
+    cart but never order: the orders a newsletter causes come from the response model.
     """
     s = len(sessions["cust"])
     bounce, p_cart, p_checkout, p_purchase, _ = (a[sessions["cust"]] for a in cust.funnel())
@@ -967,7 +1114,7 @@ def _funnel_steps(sessions: dict[str, np.ndarray], cust: _Customers, rng: np.ran
     n_views = np.where(clicked_in, 1 + rng.poisson(0.8, s), np.where(bounced, 0, depth))
     cart = (n_views > 0) & (rng.random(s) < np.where(browse, P_BROWSE_CART, p_cart))
     checkout = cart & ~browse & (rng.random(s) < p_checkout)
-    bought = checkout & (rng.random(s) < p_purchase)
+    bought = checkout & (rng.random(s) < p_purchase) & ~sessions["no_order"]
     n_lines = np.where(bought, rng.choice([1, 2, 3], s, p=[0.7, 0.2, 0.1]), 0)
     return n_views, cart, checkout, n_lines
 
@@ -1052,13 +1199,22 @@ def _simulate_web(cust, catalog, cum_aff, click_sessions, window, seed) -> dict[
 
 
 def _simulate_events(
-    cust: _Customers, catalog: _Catalog, window: _Window, seed: int
-) -> dict[str, np.ndarray]:
-    """All good events, sorted by time, with final ids and their category column."""
+    cust: _Customers,
+    catalog: _Catalog,
+    window: _Window,
+    seed: int,
+    model: ResponseModel = DEFAULT_RESPONSE_MODEL,
+) -> tuple[dict[str, np.ndarray], _Assignments, dict]:
+    """All good events sorted by time (final ids, category column), assignments, ground truth."""
     cum_aff = np.cumsum(cust.affinity, axis=1).astype(np.float32)
-    email_parts, click_sessions = _simulate_email(cust, catalog, cum_aff, window, seed)
+    email_parts, click_sessions, assignments = _simulate_email(
+        cust, catalog, cum_aff, window, seed, model
+    )
     web = _simulate_web(cust, catalog, cum_aff, click_sessions, window, seed)
-    events = _concat([web, *email_parts])
+    response, truth = _response_orders(
+        assignments, cust, catalog, cum_aff, web, window, seed, model
+    )
+    events = _concat([web, *email_parts, response])
     order = np.argsort(events["ts"], kind="stable")
     events = {k: v[order] for k, v in events.items()}
     n = len(order)
@@ -1070,7 +1226,198 @@ def _simulate_events(
     has_product = events["product"] >= 0
     category = np.where(has_product, catalog.category[events["product"]], -1)
     events["category"] = category.astype(np.int8)
-    return events
+    return events, assignments, truth
+
+
+# --- response model -----------------------------------------------------------------------------
+
+
+def _response_orders(
+    assign: _Assignments,
+    cust: _Customers,
+    catalog: _Catalog,
+    cum_aff: np.ndarray,
+    web: dict[str, np.ndarray],
+    window: _Window,
+    seed: int,
+    model: ResponseModel,
+) -> tuple[dict[str, np.ndarray], dict]:
+    """Orders the newsletters cause (a short converting session each) and the ground truth.
+
+    Every assignment gets a pre-drawn product, delay and uniform number, whatever its arm, so
+    the potential outcome under every arm is known: it converts under arm ``v`` when
+    ``u < base * conversion_lift[v]`` and the session ends before the customer drops out.
+    """
+    rng = _rng(seed, "response")
+    n = len(assign.cust)
+    base = _base_response_rate(cust.intent[assign.cust])
+    u = rng.random(n)
+    start = assign.ts + rng.integers(*RESPONSE_DELAY_S, size=n)
+    product = _sample_products(assign.cust, cum_aff, catalog, rng)
+    in_time = start + RESPONSE_SESSION_S[-1] < cust.limit_ts(window)[assign.cust]
+    p_arm = np.minimum(1.0, base * model.lifts()[assign.arm, 2])
+    converted = np.flatnonzero(in_time & (u < p_arm))
+    k = len(converted)
+    steps = (PAGE_VIEW, PRODUCT_VIEW, ADD_TO_CART, CHECKOUT, PURCHASE)
+    session = np.arange(k) + (int(web["session"].max()) + 1 if len(web["session"]) else 0)
+    order = np.arange(k) + (int(web["order_no"].max()) + 1 if len(web["order_no"]) else 0)
+    buyer = assign.cust[converted]
+    parts = []
+    for step, offset in zip(steps, RESPONSE_SESSION_S, strict=True):
+        is_product = step in (PRODUCT_VIEW, ADD_TO_CART, PURCHASE)
+        parts.append(
+            _part(
+                k,
+                cust=buyer,
+                etype=step,
+                ts=start[converted] + offset,
+                product=product[converted] if is_product else -1,
+                amount_cents=catalog.price_cents[product[converted]] if step == PURCHASE else -1,
+                session=session,
+                device=cust.device[buyer],
+                order_no=order if step == PURCHASE else -1,
+                quantity=1 if step == PURCHASE else 0,
+                path=0 if step == PAGE_VIEW else -1,
+            )
+        )
+    background = _orders_in_window(web, assign, GROUND_TRUTH_WINDOW_DAYS * DAY)
+    truth = _ground_truth(
+        model,
+        assign,
+        campaign_names=_campaigns(window)[1],
+        window_end_ts=window.end_ts,
+        base=base,
+        respond_in_time=in_time,
+        value=catalog.price_cents[product] / 100.0,
+        background=background,
+        open_prob=cust.open_prob[assign.cust],
+        click_prob=cust.click_prob[assign.cust],
+    )
+    return _concat(parts), truth
+
+
+def _base_response_rate(intent: np.ndarray) -> np.ndarray:
+    """A customer's chance of an order in the days after a newsletter, without any email."""
+    lo, hi = RESPONSE_BASE_RATE
+    return lo + (hi - lo) * intent
+
+
+def _orders_in_window(
+    web: dict[str, np.ndarray], assign: _Assignments, window_s: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per assignment: whether the customer's *other* orders fall in [assigned_at, + window),
+    and their value (EUR). These do not depend on the arm."""
+    lines = web["etype"] == PURCHASE
+    order_no, first = np.unique(web["order_no"][lines], return_index=True)
+    value = np.bincount(
+        np.searchsorted(order_no, web["order_no"][lines]),
+        weights=web["amount_cents"][lines] / 100.0,
+        minlength=len(order_no),
+    )
+    # one row per order: its customer and its time (the first line's)
+    cust = web["cust"][lines][first].astype(np.int64)
+    ts = web["ts"][lines][first]
+    key = cust * (1 << 40) + ts
+    order = np.argsort(key, kind="stable")
+    key, value = key[order], value[order]
+    cum = np.concatenate([[0.0], np.cumsum(value)])
+    lo = np.searchsorted(key, assign.cust.astype(np.int64) * (1 << 40) + assign.ts, side="left")
+    hi = np.searchsorted(
+        key, assign.cust.astype(np.int64) * (1 << 40) + assign.ts + window_s, side="left"
+    )
+    return hi > lo, cum[hi] - cum[lo]
+
+
+def _p_in_time(gap: np.ndarray, mean_s: float) -> np.ndarray:
+    """P(exponential delay with this mean < gap), 0 for gaps <= 0."""
+    return np.where(gap > 0, -np.expm1(-np.maximum(gap, 0) / mean_s), 0.0)
+
+
+def _p_two_delays(gap: np.ndarray, mean_a: float, mean_b: float) -> np.ndarray:
+    """P(sum of two independent exponential delays < gap) (hypoexponential CDF)."""
+    la, lb = 1.0 / mean_a, 1.0 / mean_b
+    x = np.maximum(gap, 0)
+    cdf = 1.0 - (lb * np.exp(-la * x) - la * np.exp(-lb * x)) / (lb - la)
+    return np.where(gap > 0, cdf, 0.0)
+
+
+def _ground_truth(
+    model: ResponseModel,
+    assign: _Assignments,
+    *,
+    base: np.ndarray,
+    respond_in_time: np.ndarray,
+    value: np.ndarray,
+    background: tuple[np.ndarray, np.ndarray],
+    open_prob: np.ndarray,
+    click_prob: np.ndarray,
+    campaign_names: Sequence[str] | None = None,
+    window_end_ts: int | None = None,
+) -> dict:
+    """True per-arm rates of every campaign, averaged over *all* its assigned customers.
+
+    For arm ``v`` and assigned customer ``i`` (potential outcomes, whatever arm ``i`` got):
+    open rate ``min(1, open_i * open_lift_v) * P(open before i's limit)``, CTR likewise times
+    the click probability, conversion ``1 - (1 - bg_i) * (1 - c_i * min(1, base_i * lift_v))``
+    and revenue ``bg_rev_i + c_i * min(1, base_i * lift_v) * value_i``, where ``bg`` are the
+    customer's other orders in the window and ``c_i`` says the response would come in time.
+    Open rate and CTR are per delivered email (undefined for the holdout); conversion rate and
+    revenue are per assigned recipient, in ``GROUND_TRUTH_WINDOW_DAYS`` after assignment.
+    """
+    bg, bg_rev = background
+    lifts = model.lifts()
+    campaign_ids, campaign_idx = np.unique(assign.campaign, return_inverse=True)
+    m = len(campaign_ids)
+    gap = assign.email_limit - assign.ts - 30
+    p_open_t = _p_in_time(gap, OPEN_DELAY_S)
+    p_click_t = _p_two_delays(gap - 5, OPEN_DELAY_S, CLICK_DELAY_S)
+    size = np.bincount(campaign_idx, minlength=m).astype(float)
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        return np.bincount(campaign_idx, weights=values, minlength=m) / size
+
+    arms: dict[str, dict[str, np.ndarray]] = {}
+    for a, name in enumerate(model.arms):
+        p_open = np.minimum(1.0, open_prob * lifts[a, 0])
+        p_resp = respond_in_time * np.minimum(1.0, base * lifts[a, 2])
+        arms[name] = {
+            "assigned": np.bincount(campaign_idx[assign.arm == a], minlength=m),
+            "open_rate": mean(p_open * p_open_t),
+            "ctr": mean(p_open * np.minimum(1.0, click_prob * lifts[a, 1]) * p_click_t),
+            "conversion_rate": mean(1.0 - (1.0 - bg) * (1.0 - p_resp)),
+            "revenue_per_recipient": mean(bg_rev + p_resp * value),
+        }
+    first = np.full(m, np.iinfo(np.int64).max)
+    np.minimum.at(first, campaign_idx, assign.ts)
+    last = np.zeros(m, dtype=np.int64)
+    np.maximum.at(last, campaign_idx, assign.ts)
+    shares = model.planned_shares()
+    out = {}
+    for j, cid in enumerate(campaign_ids.tolist()):
+        name = campaign_names[cid] if campaign_names is not None else str(cid)
+        out[name] = {
+            "first_assigned_at": _iso(int(first[j])),
+            "last_assigned_at": _iso(int(last[j])),
+            "window_complete": bool(
+                window_end_ts is None or last[j] + GROUND_TRUTH_WINDOW_DAYS * DAY <= window_end_ts
+            ),
+            "arms": {
+                arm: {
+                    "planned_share": shares[arm],
+                    "assigned": int(cols["assigned"][j]),
+                    "open_rate": None if arm == HOLDOUT else float(cols["open_rate"][j]),
+                    "ctr": None if arm == HOLDOUT else float(cols["ctr"][j]),
+                    "conversion_rate": float(cols["conversion_rate"][j]),
+                    "revenue_per_recipient": float(cols["revenue_per_recipient"][j]),
+                }
+                for arm, cols in arms.items()
+            },
+        }
+    return out
+
+
+def _iso(ts: int) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00")
 
 
 # --- event files -----------------------------------------------------------------------------
@@ -1586,6 +1933,279 @@ def _tmp_path(path: Path) -> Path:
     return path.with_name(path.name + ".tmp")
 
 
+_ASSIGNMENT_SQL = """
+COPY (
+    SELECT campaign_id, customer_id, variant, assigned_at, planned_share FROM (
+        SELECT position,
+               $campaigns[campaign + 1] AS campaign_id,
+               printf('c%07d', cust) AS customer_id,
+               $arms[arm + 1] AS variant,
+               strftime(make_timestamp(ts * 1000000), '%Y-%m-%dT%H:%M:%S') || '+00:00'
+                   AS assigned_at,
+               printf('%.4f', $shares[arm + 1]) AS planned_share
+        FROM good
+        UNION ALL
+        SELECT position, campaign_id, customer_id, variant, assigned_at, planned_share FROM bad
+    ) ORDER BY position
+) TO '{path}' (HEADER, DELIMITER ',')
+"""
+
+
+def _write_assignments(
+    landing: Path,
+    assign: _Assignments,
+    window: _Window,
+    model: ResponseModel,
+    bad_fraction: float,
+    seed: int,
+) -> tuple[int, list[dict]]:
+    """Write ``experiments/assignments.csv`` (every arm, holdout included) with planted bad rows.
+
+    Rows are in assignment order. Returns the number of data rows and the manifest entries.
+    """
+    order = np.lexsort((assign.cust, assign.ts))
+    n = len(order)
+    names = _campaigns(window)[1]
+    shares = model.planned_shares()
+    extras = _assignment_extras(assign, order, names, model, bad_fraction, seed)
+    positions = np.array(sorted(pos for pos, _, _ in extras), dtype=np.int64)
+    good_position = np.arange(n) + np.searchsorted(positions, np.arange(n), side="right")
+    bad_rows, entries = [], []
+    for k, (pos, kind, row) in enumerate(sorted(extras, key=lambda e: e[0])):
+        bad_rows.append((pos + k, *row))
+        disposition, reason = ASSIGNMENT_INJECTIONS[kind]
+        entries.append(
+            {
+                "source": "assignments",
+                "kind": kind,
+                "file": ASSIGNMENTS_FILE,
+                "line": pos + k + 1,
+                "event_id": None,
+                "record_id": row[1] or None,
+                "disposition": disposition,
+                "reason": reason,
+            }
+        )
+    path = landing / ASSIGNMENTS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_path(path)
+    con = duckdb.connect()
+    con.execute("SET threads TO 2")
+    con.register(
+        "good",
+        pa.table(
+            {
+                "position": good_position,
+                "campaign": assign.campaign[order],
+                "cust": assign.cust[order],
+                "arm": assign.arm[order],
+                "ts": assign.ts[order],
+            }
+        ),
+    )
+    bad_columns = ("position", *ASSIGNMENT_COLUMNS)
+    con.register(
+        "bad",
+        pa.table(
+            {
+                c: pa.array([r[i] for r in bad_rows], type=pa.int64() if i == 0 else pa.string())
+                for i, c in enumerate(bad_columns)
+            }
+        ),
+    )
+    params = {
+        "campaigns": names or [""],
+        "arms": model.arms,
+        "shares": [shares[a] for a in model.arms],
+    }
+    con.execute(_ASSIGNMENT_SQL.format(path=str(tmp).replace("'", "''")), params)
+    con.close()
+    tmp.replace(path)
+    return n + len(bad_rows), entries
+
+
+def _assignment_extras(assign, order, names, model, bad_fraction: float, seed: int):
+    """Bad assignment rows: (insert before good row, kind, CSV row as text)."""
+    n = len(order)
+    if bad_fraction <= 0 or n == 0:
+        return []
+    rng = _rng(seed, "inject_assignments")
+    per_kind = max(1, round(bad_fraction * n / 40))
+    shares = model.planned_shares()
+    extras = []
+    for kind in ASSIGNMENT_INJECTIONS:
+        for _ in range(per_kind):
+            src = int(rng.integers(0, n))
+            j = order[src]
+            arm = model.arms[int(assign.arm[j])]
+            row = [
+                names[int(assign.campaign[j])],
+                customer_id(int(assign.cust[j])),
+                arm,
+                _iso(int(assign.ts[j])),
+                f"{shares[arm]:.4f}",
+            ]
+            if kind == "missing_customer_id":
+                row[1] = ""
+                pos = int(rng.integers(0, n + 1))
+            elif kind == "invalid_variant":
+                row[2] = " "
+                pos = int(rng.integers(0, n + 1))
+            elif kind == "invalid_assigned_at":
+                row[3] = _BAD_TIMESTAMPS[len(extras) % len(_BAD_TIMESTAMPS)]
+                pos = int(rng.integers(0, n + 1))
+            else:  # the same customer again, later in the file, in another arm: first row wins
+                row[2] = model.arms[(int(assign.arm[j]) + 1) % len(model.arms)]
+                pos = int(rng.integers(src + 1, n + 1))
+            extras.append((pos, kind, row))
+    return extras
+
+
+# --- small simulated campaigns (for ground-truth tests of the analysis) ---------------------------
+
+
+@dataclass
+class SimulatedCampaigns:
+    """Warehouse-shaped tables of simulated campaigns with planted effects, and their truth.
+
+    ``events`` has the `fct_events` columns the attribution reads (sends, duplicated opens,
+    clicks), ``orders`` the `fct_orders` columns, ``assignments`` the assignment-record columns
+    (every arm, holdout included) and ``truth`` the true per-arm rates per campaign, shaped like
+    the manifest's ``ground_truth["campaigns"]`` (window ``GROUND_TRUTH_WINDOW_DAYS``).
+    """
+
+    events: pd.DataFrame
+    orders: pd.DataFrame
+    assignments: pd.DataFrame
+    truth: dict
+
+
+def simulate_campaign_responses(
+    seed: int,
+    *,
+    campaigns: int = 1,
+    recipients: int = 2000,
+    model: ResponseModel = DEFAULT_RESPONSE_MODEL,
+    assignment_shares: dict[str, float] | None = None,
+    background_orders_per_30d: float = 0.3,
+    dropout_share: float = 0.1,
+    start: datetime = datetime(2026, 6, 2, 7, tzinfo=UTC),
+) -> SimulatedCampaigns:
+    """Simulate ``campaigns`` independent campaigns of ``recipients`` customers each.
+
+    The same response model as the sample shop: customers have their own base response
+    rate (``RESPONSE_BASE_RATE`` by a random intent), open and click probabilities; arms are
+    drawn with ``assignment_shares`` (default: the model's planned shares; pass other shares to
+    inject a sample ratio mismatch); each arm multiplies the customer's probabilities by its
+    lifts; the holdout gets nothing. Customers also order on their own (Poisson,
+    ``background_orders_per_30d`` on average, heavy-tailed), and ``dropout_share`` of them stop
+    acting within three days of the send. Fast and vectorised: thousands of campaigns a second.
+    """
+    rng = np.random.default_rng([seed, zlib.crc32(b"simulated_campaigns")])
+    arms = model.arms
+    planned = model.planned_shares()
+    shares = assignment_shares or planned
+    p = np.array([float(shares.get(a, 0.0)) for a in arms])
+    n = campaigns * recipients
+    camp = np.repeat(np.arange(campaigns), recipients)
+    cust = np.arange(n)
+    intent = rng.random(n) ** 1.5
+    engagement = rng.normal(0, 1, n)
+    open_prob = _sigmoid(-0.45 + 0.9 * engagement)
+    click_prob = 0.08 + 0.3 * _sigmoid(engagement)
+    arm = rng.choice(len(arms), size=n, p=p / p.sum())
+    t0 = int(start.timestamp())
+    ts = t0 + rng.integers(0, SEND_SPREAD_S, n)
+    drops = rng.random(n) < dropout_share
+    limit = np.where(drops, ts + rng.integers(0, 3 * DAY, n), NEVER)
+    lifts = model.lifts()[arm]
+    sent = arm != len(arms) - 1
+    open_ts = ts + 30 + rng.exponential(OPEN_DELAY_S, n).astype(np.int64)
+    opened = sent & (rng.random(n) < open_prob * lifts[:, 0]) & (open_ts < limit)
+    click_ts = open_ts + 5 + rng.exponential(CLICK_DELAY_S, n).astype(np.int64)
+    clicked = opened & (rng.random(n) < click_prob * lifts[:, 1]) & (click_ts < limit)
+    # responses (pre-drawn for every arm) and the customers' own orders around the send
+    base = _base_response_rate(intent)
+    respond_at = ts + rng.integers(*RESPONSE_DELAY_S, size=n)
+    value_cents = np.round(rng.lognormal(np.log(60) - 0.18, 0.6, n) * 100).astype(np.int64)
+    respond_in_time = respond_at + RESPONSE_SESSION_S[-1] < limit
+    responded = respond_in_time & (rng.random(n) < np.minimum(1.0, base * lifts[:, 2]))
+    rate = rng.gamma(0.6, background_orders_per_30d / 0.6, n)
+    n_bg = rng.poisson(rate * 20 / 30)
+    bg_cust = np.repeat(cust, n_bg)
+    bg_ts = ts[bg_cust] - 10 * DAY + rng.integers(0, 20 * DAY, len(bg_cust))
+    keep = bg_ts < limit[bg_cust]
+    bg_cust, bg_ts = bg_cust[keep], bg_ts[keep]
+    bg_cents = np.round(rng.lognormal(np.log(50) - 0.18, 0.6, len(bg_cust)) * 100)
+    background = {
+        "etype": np.full(len(bg_cust), PURCHASE),
+        "order_no": np.arange(len(bg_cust)),
+        "amount_cents": bg_cents.astype(np.int64),
+        "cust": bg_cust,
+        "ts": bg_ts,
+    }
+    assign = _Assignments(cust, camp, arm, ts, limit, len(arms))
+    truth = _ground_truth(
+        model,
+        assign,
+        base=base,
+        respond_in_time=respond_in_time,
+        value=value_cents / 100.0,
+        background=_orders_in_window(background, assign, GROUND_TRUTH_WINDOW_DAYS * DAY),
+        open_prob=open_prob,
+        click_prob=click_prob,
+        campaign_names=[f"sim_{c:04d}" for c in range(campaigns)],
+    )
+    ids = pd.Series(cust).map("s{:08d}".format).to_numpy()
+    names = np.array([f"sim_{c:04d}" for c in range(campaigns)], dtype=object)
+    arm_names = np.array(arms, dtype=object)
+    duplicate_open = opened & (rng.random(n) < 0.1)
+    blocks = [
+        (sent, "email_send", ts),
+        (opened, "email_open", open_ts),
+        (duplicate_open, "email_open", open_ts + 60),
+        (clicked, "email_click", click_ts),
+    ]
+    events = pd.concat(
+        [
+            pd.DataFrame(
+                {
+                    "customer_id": ids[mask],
+                    "event_type": kind,
+                    "event_ts": pd.to_datetime(times[mask], unit="s"),
+                    "campaign_id": names[camp[mask]],
+                    "variant": arm_names[arm[mask]],
+                }
+            )
+            for mask, kind, times in blocks
+        ],
+        ignore_index=True,
+    )
+    events.insert(0, "event_id", [f"ev{i:09d}" for i in range(len(events))])
+    order_cust = np.concatenate([bg_cust, cust[responded]])
+    orders = pd.DataFrame(
+        {
+            "order_id": [f"or{i:09d}" for i in range(len(order_cust))],
+            "customer_id": ids[order_cust],
+            "ordered_at": pd.to_datetime(
+                np.concatenate([bg_ts, respond_at[responded] + RESPONSE_SESSION_S[-1]]), unit="s"
+            ),
+            "net_amount_base": np.concatenate([bg_cents, value_cents[responded]]) / 100.0,
+            "is_cancellation": False,
+        }
+    )
+    assignments = pd.DataFrame(
+        {
+            "campaign_id": names[camp],
+            "customer_id": ids,
+            "variant": arm_names[arm],
+            "assigned_at": pd.to_datetime(ts, unit="s"),
+            "planned_share": np.array([planned[a] for a in arms])[arm],
+        }
+    )
+    return SimulatedCampaigns(events, orders, assignments, truth)
+
+
 # --- entry points ---------------------------------------------------------------------------------
 
 
@@ -1620,11 +2240,14 @@ def generate_sample_data(
     seed: int = 42,
     bad_fraction: float = 0.01,
     files_per_day: int = 1,
+    response_model: ResponseModel = DEFAULT_RESPONSE_MODEL,
 ) -> SampleManifest:
     """Write the shop's raw exports and the manifest into ``landing_dir``.
 
     Same arguments, same bytes. Old event batches from an earlier run are removed first;
-    the CSVs and the manifest are overwritten.
+    the CSVs and the manifest are overwritten. ``response_model`` plants the newsletters'
+    true effects and holdout share; the manifest's ``ground_truth`` holds the resulting true
+    rates per campaign and arm.
     """
     _validate(customers, products, days, seed, bad_fraction, files_per_day)
     landing = Path(landing_dir)
@@ -1633,16 +2256,20 @@ def generate_sample_data(
     window = _Window(end_date, days)
     catalog = _build_catalog(products, seed)
     cust = _simulate_customers(customers, window, seed)
-    events = _simulate_events(cust, catalog, window, seed)
+    events, assignments, truth = _simulate_events(cust, catalog, window, seed, response_model)
     layout = _layout(events["ts"], window, files_per_day)
     plan = _plan_event_injections(events, layout, bad_fraction, seed)
     writer = _EventWriter(landing, events, layout, plan, catalog, window)
     writer.write_all()
     customer_rows, customer_entries = _write_customers(landing, cust, bad_fraction, seed)
     product_rows, product_entries = _write_products(landing, catalog, bad_fraction, seed)
+    assignment_rows, assignment_entries = _write_assignments(
+        landing, assignments, window, response_model, bad_fraction, seed
+    )
     entries = sorted(writer.entries, key=lambda e: (e["file"], e["line"]))
     entries += sorted(customer_entries, key=lambda e: e["line"])
     entries += sorted(product_entries, key=lambda e: e["line"])
+    entries += assignment_entries
     params = {
         "customers": customers,
         "products": products,
@@ -1651,6 +2278,7 @@ def generate_sample_data(
         "seed": seed,
         "bad_fraction": bad_fraction,
         "files_per_day": files_per_day,
+        "response_model": response_model.to_dict(),
     }
     counts = _counts(
         len(events["ts"]),
@@ -1660,7 +2288,18 @@ def generate_sample_data(
         product_rows,
         entries,
     )
-    manifest = SampleManifest(GENERATOR_VERSION, seed, params, counts, entries)
+    quarantined = sum(1 for e in assignment_entries if e["disposition"] == "quarantined")
+    counts.update(
+        assignments_rows=assignment_rows,
+        expected_assignments_accepted=assignment_rows - quarantined,
+        expected_assignments_quarantined=quarantined,
+    )
+    ground_truth = {
+        "window_days": GROUND_TRUTH_WINDOW_DAYS,
+        "response_model": response_model.to_dict(),
+        "campaigns": truth,
+    }
+    manifest = SampleManifest(GENERATOR_VERSION, seed, params, counts, entries, ground_truth)
     tmp = _tmp_path(landing / MANIFEST_NAME)
     tmp.write_text(manifest.to_json(), encoding="utf-8")
     tmp.replace(landing / MANIFEST_NAME)
