@@ -65,6 +65,10 @@ def test_accepted_counts_reconcile_exactly_with_the_manifest(sample_shop):
         counts["expected_products_accepted"],
         counts["expected_products_quarantined"],
     )
+    assert rows["assignments"][1:3] == (
+        counts["expected_assignments_accepted"],
+        counts["expected_assignments_quarantined"],
+    )
     assert all(row[4] == 0 for row in rows.values())
 
 

@@ -12,6 +12,8 @@ with received as (
     select 'products', count(*) from {{ source('raw', 'products') }}
     union all
     select 'orders', count(*) from {{ source('raw', 'order_lines') }}
+    union all
+    select 'assignments', count(*) from {{ source('experiments', 'assignments') }}
 
 ),
 
@@ -24,6 +26,10 @@ accepted as (
     select 'products', count(*) from {{ ref('dim_products') }}
     union all
     select 'orders', count(*) from {{ ref('fct_order_lines') }} where order_source = 'orders_import'
+    union all
+    select 'assignments', count(*)
+    from {{ ref('stg_experiments__assignments') }}
+    where reject_reason is null
 
 ),
 

@@ -71,6 +71,24 @@ orders as (
     from {{ ref('stg_orders__order_lines') }}
     where reject_reason is not null
 
+),
+
+assignments as (
+
+    select
+        'assignments' as source,
+        source_file,
+        row_no as source_row,
+        reject_reason as reason,
+        reject_reasons as reasons,
+        coalesce(malformed_record, {{ dbt.concat([
+            "coalesce(campaign_id, '')", "','", "coalesce(customer_id, '')", "','",
+            "coalesce(variant, '')", "','", "coalesce(assigned_at_raw, '')"
+        ]) }}) as raw_content,
+        loaded_at
+    from {{ ref('stg_experiments__assignments') }}
+    where reject_reason is not null
+
 )
 
 select * from events
@@ -80,3 +98,5 @@ union all
 select * from products
 union all
 select * from orders
+union all
+select * from assignments

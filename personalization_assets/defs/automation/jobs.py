@@ -31,10 +31,14 @@ NIGHTLY_ONLY = dg.AssetSelection.assets(
 
 event_refresh_job = dg.define_asset_job(
     name="event_refresh",
-    selection=dg.AssetSelection.all() - NIGHTLY_ONLY,
+    # Only what new events change: CRM/catalog/order exports and the retrain are nightly work.
+    selection=dg.AssetSelection.assets(
+        ["ingest", "raw_event_lines"], ["ingest", "raw_event_day_loads"]
+    ).downstream()
+    - NIGHTLY_ONLY,
     description="What the landing sensor runs for new event files: the affected landing days "
-    "(the incremental dbt models re-process only those), then everything downstream except the "
-    "nightly retrain.",
+    "(the incremental dbt models re-process only those), then everything downstream of the events "
+    "except the nightly retrain.",
     executor_def=dg.in_process_executor,
     partitions_def=landing_day_partitions,
 )

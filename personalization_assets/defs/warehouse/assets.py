@@ -13,8 +13,7 @@ import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
 from personalization_assets import paths
-from personalization_assets.defs.models.settings import load_model_settings
-from personalization_assets.defs.warehouse.project import dbt_project
+from personalization_assets.defs.warehouse.project import dbt_project, dbt_vars
 from personalization_assets.defs.warehouse.resources import (
     WAREHOUSE_POOL,
     ProjectConfigResource,
@@ -62,9 +61,7 @@ def warehouse_dbt_assets(
     re-processed); runs tagged `personalization/dbt_full_refresh=true` rebuild them from scratch.
     """
     os.environ[paths.DUCKDB_PATH_ENV] = str(warehouse.path)
-    settings = load_model_settings(project_config.path)
-    dbt_vars = {"label_horizons_days": settings.label_horizons()}
-    args = ["build", "--vars", json.dumps(dbt_vars)]
+    args = ["build", "--vars", json.dumps(dbt_vars(project_config.path))]
     if context.run.tags.get(FULL_REFRESH_TAG) == "true":
         args.append("--full-refresh")
     events = list(dbt.cli(args, context=context).stream())
