@@ -72,6 +72,7 @@ def _clock(con, config: CampaignRunConfig) -> tuple[dt.datetime, dt.date]:
         dg.AssetKey(["segments", "customer_segments"]),
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_customer_contacts"]),
+        dg.AssetKey(["models", "customer_lifecycle"]),
     ],
     group_name=GROUP,
     owners=OWNERS,

@@ -22,10 +22,11 @@ from dataclasses import dataclass
 import duckdb
 
 from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig
+from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
 from personalization_assets.defs.segments import rules
 
 SCHEMA = "campaigns"
-FEATURES = "main.customer_features"
+FEATURES = PROFILE_VIEW  # customer_features + lifecycle predictions
 EVENTS = "main.fct_events"
 DECISIONS_DDL = f"""
 create table if not exists {SCHEMA}.campaign_decisions (
@@ -181,6 +182,7 @@ def build_decisions(
 ) -> DecisionSummary:
     """Replace `campaign_decisions` rows of `send_date` with fresh decisions at `clock`."""
     ensure_tables(con)
+    ensure_customer_profile(con)
     con.execute(f"delete from {SCHEMA}.campaign_decisions where send_date = ?", [send_date])
     campaigns = config.enabled
     if campaigns:

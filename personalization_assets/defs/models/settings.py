@@ -1,11 +1,13 @@
-"""`config/models.yaml`, typed: propensity horizons, gates and XGBoost params; ALS settings."""
+"""`config/models.yaml`, typed: propensity horizons, gates and XGBoost params; ALS settings;
+lifecycle (BG/NBD + Gamma-Gamma) horizon, holdout and churn-band thresholds."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personalization_assets.defs.models.propensity import PropensityParams
 from personalization_assets.defs.models.recommendations import AlsParams, InteractionWeights
@@ -47,9 +49,34 @@ class RecommendationSettings(_Strict):
         )
 
 
+class ChurnBandThresholds(_Strict):
+    low: float = Field(0.33, gt=0, lt=1)
+    high: float = Field(0.66, gt=0, lt=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ChurnBandThresholds:
+        if self.low > self.high:
+            raise ValueError(
+                f"churn band thresholds: low ({self.low}) must not exceed high ({self.high})"
+            )
+        return self
+
+
+class LifecycleSettings(_Strict):
+    horizon_days: int = Field(365, gt=0)
+    holdout_days: int = Field(90, gt=0)
+    churn_bands: ChurnBandThresholds = ChurnBandThresholds()
+    band_source: Literal["auto", "bgnbd", "xgboost"] = "auto"
+    band_selection_metric: Literal["brier", "log_loss", "roc_auc"] = "brier"
+    min_repeat_customers: int = Field(20, ge=1)
+    max_iterations: int = Field(1000, ge=10)
+    max_days_to_next_order: int = Field(3650, gt=0)
+
+
 class ModelSettings(_Strict):
     propensity: PropensitySettings
     recommendations: RecommendationSettings = RecommendationSettings()
+    lifecycle: LifecycleSettings = LifecycleSettings()
 
     def label_horizons(self) -> list[int]:
         return sorted({self.propensity.churn.horizon_days, self.propensity.purchase.horizon_days})

@@ -43,7 +43,11 @@ CHECKS = [
 
 @dg.asset(
     key=ASSET_KEY,
-    deps=[dg.AssetKey(["features", "customer_features"]), dg.AssetKey(["warehouse", "fct_events"])],
+    deps=[
+        dg.AssetKey(["features", "customer_features"]),
+        dg.AssetKey(["warehouse", "fct_events"]),
+        dg.AssetKey(["models", "customer_lifecycle"]),
+    ],
     group_name=GROUP,
     owners=OWNERS,
     kinds={"duckdb", "python"},

@@ -16,11 +16,12 @@ from dataclasses import dataclass
 
 import duckdb
 
+from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
 from personalization_assets.defs.segments import rules
 from personalization_assets.defs.segments.rfm import RfmConfig, rfm_segment_sql
 
 SCHEMA = "segments"
-FEATURES = "main.customer_features"
+FEATURES = PROFILE_VIEW  # customer_features + lifecycle predictions
 EVENTS = "main.fct_events"
 
 
@@ -34,7 +35,8 @@ class MembershipSummary:
 
 
 def feature_schema(con: duckdb.DuckDBPyConnection) -> rules.FeatureSchema:
-    """Rule-language field types from the live features table."""
+    """Rule-language field types from the live customer profile (features + lifecycle)."""
+    ensure_customer_profile(con)
     return rules.feature_schema_from_duckdb(
         [(row[0], row[1]) for row in con.execute(f"describe {FEATURES}").fetchall()]
     )
@@ -45,6 +47,7 @@ def build_membership(
 ) -> MembershipSummary:
     """Recompute `customer_segments` for the features' as-of and append the history delta."""
     con.execute(f"create schema if not exists {SCHEMA}")
+    ensure_customer_profile(con)
     as_of = con.execute(f"select max(as_of) from {FEATURES}").fetchone()[0]
     rule_sql = rules.segment_membership_sql(
         segments, feature_schema(con), features_relation=FEATURES, events_relation=EVENTS
