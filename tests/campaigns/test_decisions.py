@@ -109,52 +109,16 @@ def trigger_shop(tmp_path_factory):
 
 
 def _upstream_of_decisions():
+    """Everything campaign decisions read, without the model training (not needed here)."""
     import dagster as dg
 
-    return (
-        [
-            dg.AssetKey(k)
-            for k in (
-                ["ingest", "raw_event_lines"],
-                ["ingest", "raw_customers"],
-                ["ingest", "raw_products"],
-                ["ingest", "raw_order_lines"],
-                ["segments", "customer_segments"],
-            )
-        ]
-        + [
-            dg.AssetKey(["warehouse", n])
-            for n in (
-                "stg_raw__event_lines",
-                "stg_crm__customers",
-                "stg_catalog__products",
-                "stg_orders__order_lines",
-                "int_events__classified",
-                "fct_events",
-                "fct_order_lines",
-                "fct_orders",
-                "dim_customers",
-                "dim_customer_contacts",
-                "dim_products",
-                "quarantined_rows",
-                "event_duplicates",
-                "ingest_reconciliation",
-                "currency_rates",
-                "country_defaults",
-                "urban_cities",
-            )
-        ]
-        + [
-            dg.AssetKey(["features", n])
-            for n in (
-                "feature_as_of",
-                "customer_features",
-                "customer_feature_snapshots",
-                "feature_snapshot_dates",
-                "training_labels",
-            )
-        ]
-    )
+    from personalization_assets.definitions import defs
+
+    selection = (
+        dg.AssetSelection.assets(["segments", "customer_segments"]).upstream()
+        | dg.AssetSelection.groups("ingest", "warehouse")
+    ) - dg.AssetSelection.groups("models")
+    return list(selection.resolve(defs().resolve_asset_graph()))
 
 
 @pytest.fixture

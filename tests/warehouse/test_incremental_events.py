@@ -76,14 +76,14 @@ def test_only_reloaded_days_are_reprocessed_and_dedup_spans_days(tmp_path):
         _event("e1", "c1", "page_view", f"{DAY1}T10:00:00Z"),
         _event("e2", "c1", "page_view", f"{DAY1}T11:00:00Z"),
     ]
-    landing = write_landing(
-        tmp_path, events={DAY1: day1}, customers=CUSTOMERS, products=PRODUCTS
-    )
+    landing = write_landing(tmp_path, events={DAY1: day1}, customers=CUSTOMERS, products=PRODUCTS)
     _run(tmp_path, DAY1, DAY1)
     _, _, stamps_before, _ = _state(tmp_path)
 
     # Day 2 re-delivers e2 (a duplicate of day 1's), brings e3 and one unparseable line.
-    _add_file(landing, DAY2, "events_2.ndjson", [_event("e2", "c1", "page_view", f"{DAY1}T11:00:00Z")])
+    _add_file(
+        landing, DAY2, "events_2.ndjson", [_event("e2", "c1", "page_view", f"{DAY1}T11:00:00Z")]
+    )
     with (landing / "events" / f"date={DAY2}" / "events_2.ndjson").open("a") as handle:
         handle.write(json.dumps(_event("e3", "c2", "page_view", f"{DAY2}T09:00:00Z")) + "\n")
         handle.write("{not json\n")

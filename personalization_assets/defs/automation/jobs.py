@@ -20,13 +20,15 @@ full_pipeline_job = dg.define_asset_job(
     partitions_def=landing_day_partitions,
 )
 
-# Retraining (training snapshots, labels, model fits) is nightly work; fresh events only rescore.
+# Retraining (training snapshots, labels, model fits, the lifecycle fit) is nightly work; fresh
+# events only rescore.
 NIGHTLY_ONLY = dg.AssetSelection.assets(
     ["models", "churn_model"],
     ["models", "purchase_model"],
     ["features", "customer_feature_snapshots"],
     ["features", "training_labels"],
     ["features", "feature_snapshot_dates"],
+    ["models", "customer_lifecycle"],
 )
 
 event_refresh_job = dg.define_asset_job(

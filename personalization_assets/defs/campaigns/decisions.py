@@ -32,7 +32,7 @@ DECISIONS_DDL = f"""
 create table if not exists {SCHEMA}.campaign_decisions (
     send_date date, campaign_id varchar, customer_id varchar, status varchar, reason varchar,
     rule varchar, template varchar, variant varchar, trigger_key varchar, trigger_product_id varchar,
-    idempotency_key varchar, clock timestamp, decided_at timestamp)
+    idempotency_key varchar, clock timestamp, decided_at timestamp, planned_share double)
 """
 SUPPRESSIONS_DDL = f"""
 create table if not exists {SCHEMA}.suppressions (
@@ -50,6 +50,10 @@ class DecisionSummary:
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(DECISIONS_DDL)
+    # Warehouses built before planned shares were recorded (the SRM check of the holdout needs them).
+    con.execute(
+        f"alter table {SCHEMA}.campaign_decisions add column if not exists planned_share double"
+    )
     con.execute(SUPPRESSIONS_DDL)
 
 
@@ -154,6 +158,15 @@ def _variant_case(campaign: Campaign, bucket: str) -> str:
     return "case " + " ".join(branches) + f" else {last} end"
 
 
+def _planned_share_case(campaign: Campaign, bucket: str) -> str:
+    """The share of the audience the arm a customer falls in was planned to get."""
+    holdout = campaign.holdout_fraction
+    branches = [f"when 'holdout' then {holdout!r}"] + [
+        f"when {_literal(v.name)} then {(1 - holdout) * v.weight!r}" for v in campaign.variants
+    ]
+    return f"case {_variant_case(campaign, bucket)} " + " ".join(branches) + " end"
+
+
 def _campaign_candidates_sql(campaign: Campaign) -> str:
     rule_case, template_case = _rule_case(campaign)
     key = f"{_literal(campaign.id + ':')} || c.customer_id"
@@ -163,7 +176,8 @@ def _campaign_candidates_sql(campaign: Campaign) -> str:
             {int(campaign.priority)} as priority,
             c.customer_id, c.trigger_key, c.trigger_product_id,
             rule, {template_case} as template,
-            {_variant_case(campaign, bucket_sql(key))} as variant
+            {_variant_case(campaign, bucket_sql(key))} as variant,
+            {_planned_share_case(campaign, bucket_sql(key))} as planned_share
         from (
             select c.*, {rule_case} as rule
             from ({trigger_sql(campaign)}) as c
@@ -259,7 +273,8 @@ def build_decisions(
                 md5(ranked.campaign_id || '|' || ranked.customer_id || '|' || cast($send_date as varchar))
                     as idempotency_key,
                 $clock as clock,
-                now()::timestamp as decided_at
+                now()::timestamp as decided_at,
+                ranked.planned_share
             from ranked
             left join prior_sends on prior_sends.customer_id = ranked.customer_id
             """,

@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import xgboost as xgb
+from pandas.util import hash_pandas_object
 from pydantic import BaseModel, ConfigDict, Field
 from sklearn.metrics import (
     average_precision_score,
@@ -584,7 +585,7 @@ def model_version(
     }
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     if len(frame):
-        row_hashes = pd.util.hash_pandas_object(frame[columns], index=False).to_numpy()
+        row_hashes = hash_pandas_object(frame[columns], index=False).to_numpy()
         digest.update(np.sort(row_hashes).tobytes())
     return digest.hexdigest()[:12]
 
