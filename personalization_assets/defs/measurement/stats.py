@@ -45,7 +45,13 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+
+
+def _sps():
+    """scipy.stats, imported on first use: it costs ~1.5 s, paid by every run's code load."""
+    from scipy import stats
+
+    return stats
 
 __all__ = [
     "METRICS",
@@ -93,7 +99,7 @@ def _count(value: object, name: str) -> int:
 
 @functools.lru_cache(maxsize=64)
 def _z_two_sided(alpha: float) -> float:
-    return float(sps.norm.isf(alpha / 2.0))
+    return float(_sps().norm.isf(alpha / 2.0))
 
 
 # --------------------------------------------------------------------------- proportions
@@ -218,7 +224,7 @@ def two_proportion_test(
     se_pooled = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
     if se_pooled > 0:
         z = diff / se_pooled
-        p_value = float(2.0 * sps.norm.sf(abs(z)))
+        p_value = float(2.0 * _sps().norm.sf(abs(z)))
     else:
         z, p_value = 0.0, 1.0
         notes.append(
@@ -320,8 +326,8 @@ def _welch_from_moments(
         se = math.sqrt(se2)
         df = se2**2 / (se2_a**2 / (n_a - 1) + se2_b**2 / (n_b - 1))
         t = diff / se
-        p_value = float(2.0 * sps.t.sf(abs(t), df))
-        q = float(sps.t.isf(alpha / 2.0, df))
+        p_value = float(2.0 * _sps().t.sf(abs(t), df))
+        q = float(_sps().t.isf(alpha / 2.0, df))
         ci_low, ci_high = diff - q * se, diff + q * se
     else:
         df = float(n_a + n_b - 2)
@@ -539,7 +545,7 @@ def sample_ratio_mismatch(
     expected = total * shares
     statistic = float(((observed - expected) ** 2 / expected).sum())
     df = len(arms) - 1
-    p_value = float(sps.chi2.sf(statistic, df))
+    p_value = float(_sps().chi2.sf(statistic, df))
     return SampleRatioMismatch(
         statistic=statistic,
         df=df,
@@ -611,7 +617,7 @@ def required_sample_size(
     p2 = _treatment_rate(p1, min_detectable_lift, lift_type)
     pbar = (p1 + p2) / 2.0
     z_a = _z_two_sided(alpha)
-    z_b = float(sps.norm.ppf(power))
+    z_b = float(_sps().norm.ppf(power))
     numerator = z_a * math.sqrt(2 * pbar * (1 - pbar)) + z_b * math.sqrt(
         p1 * (1 - p1) + p2 * (1 - p2)
     )
@@ -655,7 +661,7 @@ def achieved_power(
     se0 = math.sqrt(pbar * (1 - pbar) * (1 / n_c + 1 / n_t))
     se1 = math.sqrt(p1 * (1 - p1) / n_c + p2 * (1 - p2) / n_t)
     z = _z_two_sided(alpha)
-    return float(sps.norm.cdf((delta - z * se0) / se1) + sps.norm.cdf((-delta - z * se0) / se1))
+    return float(_sps().norm.cdf((delta - z * se0) / se1) + _sps().norm.cdf((-delta - z * se0) / se1))
 
 
 # --------------------------------------------------------------------------- per-variant table
