@@ -7,6 +7,7 @@ from pathlib import Path
 import dagster as dg
 from dagster_dbt import DbtCliResource
 
+from personalization_assets.defs.delivery.resources import SenderResource
 from personalization_assets.defs.warehouse.project import dbt_executable, dbt_project
 from personalization_assets.defs.warehouse.resources import (
     LandingZoneResource,
@@ -25,6 +26,7 @@ def defs() -> dg.Definitions:
                 "landing_zone": LandingZoneResource(),
                 "project_config": ProjectConfigResource(),
                 "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+                "sender": SenderResource(),
             }
         ),
     )

@@ -14,6 +14,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
+from personalization_assets.contract import EVENT_TYPES
 from personalization_assets.defs.segments import rules
 
 TriggerType = Literal["batch", "cart_abandonment", "birthday", "win_back", "dormant"]
@@ -73,9 +74,206 @@ class Defaults(_Strict):
     brand: dict[str, str] = Field(default_factory=dict)
 
 
+# --------------------------------------------------------------------------- journeys
+# Multi-step sequences (`journeys:`); semantics in `defs/delivery/journeys.py`.
+
+EXIT = "exit"
+_STEP_ID = r"^[a-z0-9_]+$"
+
+
+class Delay(_Strict):
+    minutes: int = Field(0, ge=0)
+    hours: int = Field(0, ge=0)
+    days: int = Field(0, ge=0)
+
+    @property
+    def total_minutes(self) -> int:
+        return self.minutes + 60 * self.hours + 1440 * self.days
+
+
+class JourneySend(_Strict):
+    template: str
+
+
+class JourneyWaitFor(_Strict):
+    """Wait until the customer does `event` (→ `then`), at most `timeout` (→ `timeout_then`)."""
+
+    event: str
+    timeout: Delay
+    then: str | None = None
+    timeout_then: str | None = None
+
+
+class JourneyCase(_Strict):
+    """One branch: exactly one of `segment` (member now), `event` (since entering, or within
+    the last `within_hours`) or `rule` (rule language over customer features)."""
+
+    segment: str | None = None
+    event: str | None = None
+    within_hours: int | None = Field(None, gt=0)
+    rule: str | None = None
+    goto: str
+
+
+class JourneyStep(_Strict):
+    """Exactly one of `send`, `wait`, `wait_for`, `branch`; then `next` (default: the step
+    below; `exit` ends the journey)."""
+
+    id: str = Field(pattern=_STEP_ID)
+    send: JourneySend | None = None
+    wait: Delay | None = None
+    wait_for: JourneyWaitFor | None = None
+    branch: list[JourneyCase] | None = None
+    otherwise: str | None = None
+    next: str | None = None
+
+    @property
+    def kind(self) -> str:
+        given = [k for k in ("send", "wait", "wait_for", "branch") if getattr(self, k) is not None]
+        return given[0] if len(given) == 1 else ""
+
+
+class JourneyGoal(_Strict):
+    event: str = "purchase"
+
+
+class ReEntry(_Strict):
+    """`never`: at most one journey per customer, ever. `after_exit`: a new entry (a new
+    trigger, e.g. another abandoned cart) only once the previous one ended and `cooldown_hours`
+    after the previous entry. The same trigger never enters twice."""
+
+    policy: Literal["never", "after_exit"] = "after_exit"
+    cooldown_hours: int = Field(0, ge=0)
+
+
+class Journey(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: str
+    enabled: bool = True
+    entry: Trigger
+    audience: Audience = Audience()
+    goal: JourneyGoal | None = None
+    re_entry: ReEntry = ReEntry()
+    steps: list[JourneyStep] = Field(min_length=1)
+
+    def step(self, step_id: str) -> JourneyStep:
+        return next(s for s in self.steps if s.id == step_id)
+
+    def following(self, step_id: str) -> str:
+        """Where a step goes by default: its `next`, else the step below, else exit."""
+        index = [s.id for s in self.steps].index(step_id)
+        step = self.steps[index]
+        if step.next:
+            return step.next
+        return self.steps[index + 1].id if index + 1 < len(self.steps) else EXIT
+
+
+def journey_problems(
+    journeys: list[Journey],
+    *,
+    schema: rules.FeatureSchema,
+    known_segments: set[str],
+    template_exists: Callable[[str], bool],
+    event_types: Iterable[str],
+    campaign_ids: Iterable[str] = (),
+) -> list[str]:
+    """Every problem in the journeys: shapes, targets, templates, segments, events, rules and
+    loops that never wait (they would spin forever inside one run)."""
+    problems: list[str] = []
+    events = set(event_types)
+    seen = set(campaign_ids)
+    for journey in journeys:
+        where = f"journey '{journey.id}'"
+        if journey.id in seen:
+            problems.append(f"{where}: id already used by a campaign or journey")
+        seen.add(journey.id)
+        ids = [s.id for s in journey.steps]
+        if len(set(ids)) != len(ids):
+            problems.append(f"{where}: duplicate step ids")
+        if journey.goal and journey.goal.event not in events:
+            problems.append(f"{where}: goal event '{journey.goal.event}' is not an event type")
+        for segment in journey.audience.include_segments + journey.audience.exclude_segments:
+            if segment not in known_segments:
+                problems.append(f"{where}: unknown segment '{segment}'")
+        targets = set(ids) | {EXIT}
+        for step in journey.steps:
+            problems += _step_problems(
+                step,
+                f"{where}, step '{step.id}'",
+                targets,
+                events,
+                known_segments,
+                schema,
+                template_exists,
+            )
+        if not problems:
+            problems += _instant_loops(journey, where)
+    return problems
+
+
+def _step_problems(step, where, targets, events, known_segments, schema, template_exists):
+    problems = []
+    if not step.kind:
+        return [f"{where}: give exactly one of send, wait, wait_for, branch"]
+    named = [step.next, step.otherwise]
+    if step.send and not template_exists(step.send.template):
+        problems.append(f"{where}: template '{step.send.template}' does not exist")
+    if step.wait and step.wait.total_minutes == 0:
+        problems.append(f"{where}: wait of zero")
+    if step.wait_for:
+        named += [step.wait_for.then, step.wait_for.timeout_then]
+        if step.wait_for.event not in events:
+            problems.append(f"{where}: unknown event '{step.wait_for.event}'")
+        if step.wait_for.timeout.total_minutes == 0:
+            problems.append(f"{where}: wait_for needs a timeout above zero")
+    for case in step.branch or []:
+        named.append(case.goto)
+        given = [x for x in (case.segment, case.event, case.rule) if x is not None]
+        if len(given) != 1:
+            problems.append(f"{where}: a branch needs exactly one of segment, event, rule")
+        if case.segment is not None and case.segment not in known_segments:
+            problems.append(f"{where}: unknown segment '{case.segment}'")
+        if case.event is not None and case.event not in events:
+            problems.append(f"{where}: unknown event '{case.event}'")
+        if case.rule is not None:
+            for error in rules.check_rule(case.rule, schema, segment=where):
+                problems.append(f"{where}: {error.message} (rule: {case.rule})")
+    for target in named:
+        if target is not None and target not in targets:
+            problems.append(f"{where}: goes to unknown step '{target}'")
+    return problems
+
+
+def _instant_loops(journey: Journey, where: str) -> list[str]:
+    """Edges between steps that take no time (send, branch) must not form a cycle."""
+    edges: dict[str, set[str]] = {}
+    for step in journey.steps:
+        if step.kind in ("send", "branch"):
+            out = {journey.following(step.id)}
+            if step.kind == "branch":
+                out |= {c.goto for c in step.branch or []} | {step.otherwise or ""}
+            edges[step.id] = {t for t in out if t and t != EXIT}
+    state: dict[str, int] = {}
+
+    def visit(node: str) -> bool:
+        if state.get(node) == 1:
+            return True
+        if state.get(node) == 2 or node not in edges:
+            return False
+        state[node] = 1
+        found = any(visit(t) for t in edges[node])
+        state[node] = 2
+        return found
+
+    if any(visit(n) for n in list(edges)):
+        return [f"{where}: steps loop without a wait (add a wait or wait_for to the loop)"]
+    return []
+
+
 class CampaignsConfig(_Strict):
     defaults: Defaults = Defaults()
     campaigns: list[Campaign] = Field(default_factory=list)
+    journeys: list[Journey] = Field(default_factory=list)
 
     @property
     def enabled(self) -> list[Campaign]:
@@ -133,5 +331,13 @@ def validate_campaigns(
                 problems.append(
                     f"{where}, rule '{rule.name}': template '{rule.template}' does not exist"
                 )
+    problems += journey_problems(
+        config.journeys,
+        schema=schema,
+        known_segments=known_segments,
+        template_exists=template_exists,
+        event_types=EVENT_TYPES,
+        campaign_ids=seen,
+    )
     if problems:
         raise CampaignConfigError(problems)
