@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # (--compile-bytecode) and our own modules may cache theirs.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test dev lint generate summary clean
+.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver
 
 setup: $(VENV)/.synced $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -61,3 +61,19 @@ lint: setup
 
 clean:
 	rm -rf data/warehouse.duckdb data/output $(DBT_DIR)/target $(DBT_DIR)/logs
+
+SMTP_PORT ?= 8025
+SMTP_PID := data/smtp_sink.pid
+
+smtp-sink: setup ## local SMTP server on 127.0.0.1:$(SMTP_PORT), messages as .eml in data/smtp_sink
+	@mkdir -p data
+	@if [ -f $(SMTP_PID) ] && kill -0 $$(cat $(SMTP_PID)) 2>/dev/null; then echo "smtp sink already running (pid $$(cat $(SMTP_PID)))"; \
+	else nohup $(PY) -m personalization_assets.defs.delivery.smtp_sink --port $(SMTP_PORT) --dir data/smtp_sink --pid-file $(SMTP_PID) > data/smtp_sink.log 2>&1 & \
+	for i in $$(seq 100); do [ -f $(SMTP_PID) ] && break; sleep 0.1; done; cat data/smtp_sink.log; fi
+
+smtp-sink-stop:
+	@if [ -f $(SMTP_PID) ]; then kill $$(cat $(SMTP_PID)) && echo "smtp sink stopped"; else echo "no smtp sink running"; fi
+
+deliver: setup ## journeys, feedback, then send due payloads; SENDER=smtp (default: the local sink)|http|dry_run
+	PERSONALIZATION_SENDER_MODE=$(or $(SENDER),smtp) PERSONALIZATION_SMTP_PORT=$(SMTP_PORT) \
+	  $(VENV)/bin/dagster job execute -m personalization_assets.definitions -j email_delivery

@@ -37,7 +37,9 @@ event_refresh_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(
         ["ingest", "raw_event_lines"], ["ingest", "raw_event_day_loads"]
     ).downstream()
-    - NIGHTLY_ONLY,
+    - NIGHTLY_ONLY
+    # Sending is the trigger schedule's work (every 15 minutes), not on the latency path.
+    - dg.AssetSelection.groups("delivery"),
     description="What the landing sensor runs for new event files: the affected landing days "
     "(the incremental dbt models re-process only those), then everything downstream of the events "
     "except the nightly retrain.",
@@ -47,9 +49,10 @@ event_refresh_job = dg.define_asset_job(
 
 campaign_job = dg.define_asset_job(
     name="campaign_triggers",
-    selection=dg.AssetSelection.groups("campaigns"),
-    description="Evaluate triggers and render payloads at the current clock (time passing matters: "
-    "a cart becomes abandoned one hour after the add-to-cart, with no new event).",
+    selection=dg.AssetSelection.groups("campaigns", "delivery"),
+    description="Evaluate triggers, render payloads, advance journeys, read bounce feedback and send "
+    "what is due, at the current clock (time passing matters: a cart becomes abandoned one hour "
+    "after the add-to-cart, a journey's wait ends, with no new event).",
     executor_def=dg.in_process_executor,
 )
 

@@ -30,7 +30,8 @@ def nightly_full_rebuild(context: dg.ScheduleEvaluationContext):
     job=campaign_job,
     cron_schedule="*/15 * * * *",
     execution_timezone="UTC",
-    description="Every 15 minutes: triggers at the current clock (e.g. carts turning abandoned).",
+    description="Every 15 minutes: triggers, journeys and sending at the current clock (e.g. carts "
+    "turning abandoned, journey waits ending).",
 )
 def trigger_evaluation(context: dg.ScheduleEvaluationContext):
     clock = context.scheduled_execution_time.astimezone(dt.UTC).replace(tzinfo=None)
@@ -41,6 +42,9 @@ def trigger_evaluation(context: dg.ScheduleEvaluationContext):
             "ops": {
                 "campaigns__campaign_decisions": {"config": run_config},
                 "campaigns__email_payloads": {"config": run_config},
+                "delivery__journey_progress": {"config": {"clock": clock.isoformat()}},
+                "delivery__delivery_feedback": {"config": {"clock": clock.isoformat()}},
+                "delivery__email_deliveries": {"config": {"clock": clock.isoformat()}},
             }
         },
     )

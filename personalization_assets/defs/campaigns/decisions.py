@@ -24,6 +24,7 @@ import duckdb
 from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig
 from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
 from personalization_assets.defs.segments import rules
+from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "campaigns"
 FEATURES = PROFILE_VIEW  # customer_features + lifecycle predictions
@@ -232,9 +233,12 @@ def build_decisions(
             ),
             prior_sends as (
                 select customer_id, count(*) as sends
-                from {SCHEMA}.campaign_decisions
-                where status = 'send'
-                  and send_date < $send_date
+                from (
+                    select customer_id, send_date from {SCHEMA}.campaign_decisions
+                    where status = 'send'
+                    {_journey_sends(con)}
+                ) as sent
+                where send_date < $send_date
                   and send_date > $send_date - interval {int(cap.per_days)} day
                 group by customer_id
             ),
@@ -289,6 +293,13 @@ def build_decisions(
         ).fetchall()
     }
     return DecisionSummary(send_date=send_date, clock=clock, counts=counts)
+
+
+def _journey_sends(con: duckdb.DuckDBPyConnection) -> str:
+    """Journey emails count towards the frequency cap like campaign sends (when journeys ran)."""
+    if not table_exists(con, "delivery", "journey_payloads"):
+        return ""
+    return "union all select customer_id, send_date from delivery.journey_payloads"
 
 
 def _literal(text: str) -> str:
