@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # (--compile-bytecode) and our own modules may cache theirs.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver
+.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver collector api
 
 setup: $(VENV)/.synced $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -77,3 +77,9 @@ smtp-sink-stop:
 deliver: setup ## journeys, feedback, then send due payloads; SENDER=smtp (default: the local sink)|http|dry_run
 	PERSONALIZATION_SENDER_MODE=$(or $(SENDER),smtp) PERSONALIZATION_SMTP_PORT=$(SMTP_PORT) \
 	  $(VENV)/bin/dagster job execute -m personalization_assets.definitions -j email_delivery
+
+collector: setup ## event collector on http://127.0.0.1:8001 (config/edge.yaml)
+	$(PY) -m personalization_assets.edge collector
+
+api: setup ## send-time personalization API on http://127.0.0.1:8002 (reads the serving snapshot)
+	$(PY) -m personalization_assets.edge api

@@ -49,10 +49,11 @@ event_refresh_job = dg.define_asset_job(
 
 campaign_job = dg.define_asset_job(
     name="campaign_triggers",
-    selection=dg.AssetSelection.groups("campaigns", "delivery"),
+    selection=dg.AssetSelection.groups("campaigns", "delivery", "serving"),
     description="Evaluate triggers, render payloads, advance journeys, read bounce feedback and send "
     "what is due, at the current clock (time passing matters: a cart becomes abandoned one hour "
-    "after the add-to-cart, a journey's wait ends, with no new event).",
+    "after the add-to-cart, a journey's wait ends, with no new event), and refresh the serving "
+    "snapshot the send-time API reads.",
     executor_def=dg.in_process_executor,
 )
 
