@@ -4,6 +4,7 @@ personalization demo        generate sample data if absent, run the full graph, 
 personalization generate    write the sample landing zone (see --help for scale options)
 personalization prepare     build the dbt manifest if any dbt file changed
 personalization summary     print the warehouse summary of the last run
+personalization erase       erase customers everywhere (--customer-id c1 --customer-id c2)
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("generate", help="write the sample landing zone", add_help=False)
     sub.add_parser("prepare", help="prepare the dbt manifest")
     sub.add_parser("summary", help="print the warehouse summary")
+    erase = sub.add_parser("erase", help="erase customers (GDPR/CCPA) from every layer")
+    erase.add_argument(
+        "--customer-id", action="append", required=True, dest="customer_ids", help="repeatable"
+    )
+    erase.add_argument("--requested-by", default="", help="who asked (default: the OS user)")
     args, rest = parser.parse_known_args(argv)
 
     if args.command == "generate":
@@ -45,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "summary":
         print(render_summary())
         return 0
+    if args.command == "erase":
+        return run_erase(args.customer_ids, args.requested_by)
     return run_demo(scale=args.scale, job_name=args.job)
 
 
@@ -102,6 +110,48 @@ def run_demo(*, scale: str, job_name: str) -> int:
             if event.event_type_value == "STEP_FAILURE":
                 print(f"  step failed: {event.step_key}: {event.message}", file=sys.stderr)
         return 1
+    return 0
+
+
+def run_erase(customer_ids: list[str], requested_by: str) -> int:
+    """Run the `erase_customers` job in-process on an ephemeral instance.
+
+    Ephemeral on purpose: a run in Dagster's persistent storage would keep the clear ids in its
+    run config. The erasure log in the warehouse (hashes only) is the durable record.
+    """
+    import getpass
+
+    import dagster as dg
+
+    from personalization_assets.definitions import defs
+
+    config = {
+        "customer_ids": customer_ids,
+        "requested_by": requested_by or f"cli:{getpass.getuser()}",
+    }
+    result = (
+        defs()
+        .resolve_job_def("erase_customers")
+        .execute_in_process(
+            run_config={
+                "ops": {"erase_customers_op": {"config": config}},
+                "loggers": {"console": {"config": {"log_level": "WARNING"}}},
+            },
+            instance=dg.DagsterInstance.ephemeral(),
+            raise_on_error=False,
+        )
+    )
+    if not result.success:
+        for event in result.all_events:
+            if event.event_type_value == "STEP_FAILURE":
+                print(f"erasure failed: {event.message}", file=sys.stderr)
+        return 1
+    output = result.output_for_node("erase_customers_op")
+    print(f"Erasure {output['request_id']}: {len(set(customer_ids))} customer(s)")
+    for location, removed in output["removed"].items():
+        print(f"  {location:<64} {removed:>8,}")
+    if not output["removed"]:
+        print("  nothing found (tombstone recorded: later loads will still drop them)")
     return 0
 
 

@@ -12,6 +12,8 @@ from personalization_assets.defs.campaigns.config import (
     validate_campaigns,
 )
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, RendererConfig
+from personalization_assets.defs.privacy.config import load_privacy_config
+from personalization_assets.defs.privacy.masking import Contact, mask_contact
 from personalization_assets.defs.segments.config import load_segment_files, manifest_feature_schema
 from personalization_assets.defs.warehouse.project import dbt_project
 from personalization_assets.defs.warehouse.resources import (
@@ -266,34 +268,52 @@ def _model_versions(con) -> dict[str, str]:
     owners=OWNERS,
     kinds={"html"},
 )
-def payload_previews(context: dg.AssetExecutionContext, warehouse: WarehouseResource):
+def payload_previews(
+    context: dg.AssetExecutionContext,
+    warehouse: WarehouseResource,
+    project_config: ProjectConfigResource,
+):
     """A few rendered emails per campaign and variant as HTML files, to open in a browser.
 
-    Recipients are not named in the metadata: only the file paths and subjects are shown.
+    The recipient's address and names are masked in the files (`j***@example.com`) unless the
+    address is in `privacy.unmasked_test_addresses`; the metadata shows only paths and rules.
     """
+    unmasked = load_privacy_config(project_config.path / "privacy.yaml").unmasked_test_addresses
     folder = paths.output_dir() / "previews"
     folder.mkdir(parents=True, exist_ok=True)
     for stale in folder.glob("*.html"):
         stale.unlink()
     with warehouse.connect(read_only=True) as con:
+        contacts = (
+            "left join main.dim_customer_contacts c using (customer_id)"
+            if table_exists(con, "main", "dim_customer_contacts")
+            else "left join (select null::varchar as customer_id, null::varchar as first_name, "
+            "null::varchar as last_name) c using (customer_id)"
+        )
         rows = con.execute(
-            """
-            select campaign_id, variant, rule, idempotency_key, html, subject from (
+            f"""
+            select p.campaign_id, p.variant, p.rule, p.idempotency_key, p.html, p.to_address,
+                   c.first_name, c.last_name
+            from (
                 select *, row_number() over (partition by campaign_id, variant order by idempotency_key) as n
                 from campaigns.email_payloads where status = 'rendered'
                   and send_date = (select max(send_date) from campaigns.email_payloads)
-            ) where n <= 3 order by campaign_id, variant, n
+            ) p {contacts}
+            where n <= 3 order by p.campaign_id, p.variant, n
             """
         ).fetchall()
     lines = ["| campaign | variant | rule | preview |", "|---|---|---|---|"]
-    for campaign_id, variant, rule, key, html, _subject in rows:
+    for campaign_id, variant, rule, key, html, to_address, first_name, last_name in rows:
         path = folder / f"{campaign_id}__{variant}__{key[:10]}.html"
-        path.write_text(html, encoding="utf-8")
+        contact = Contact(email=to_address, first_name=first_name, last_name=last_name)
+        path.write_text(mask_contact(html, contact, unmasked), encoding="utf-8")
         lines.append(f"| {campaign_id} | {variant} | {rule} | [{path.name}](file://{path}) |")
     return dg.MaterializeResult(
         metadata={
             "previews": dg.MetadataValue.md("\n".join(lines)),
             "files": len(rows),
             "folder": dg.MetadataValue.path(str(folder)),
+            "recipients_masked": len(rows)
+            - sum(1 for r in rows if r[5] and r[5].strip().lower() in unmasked),
         }
     )

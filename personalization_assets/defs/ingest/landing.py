@@ -12,8 +12,11 @@ its final name when complete. Only final names are read, so a half-written file 
 
 Loading parses nothing and drops nothing: every non-blank line (events) or CSV record becomes a
 text row with its file and line/record number; malformed CSV records are kept with the parser's
-error. Cleaning and quarantine happen in dbt. Each load replaces its raw table from the files
-present, so re-running is idempotent. No Dagster imports here.
+error. The one exception: rows of customers in the erasure tombstone
+(`privacy.erased_customers`) are deleted right after loading and counted in `erased_rows`, so an
+erased customer re-delivered by a source never reaches staging. Cleaning and quarantine
+happen in dbt. Each load replaces its raw table from the files present, so re-running is
+idempotent. No Dagster imports here.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from personalization_assets.defs.ingest.order_imports import (
     CANONICAL_ORDER_COLUMNS,
     OrderImportsConfig,
 )
+from personalization_assets.defs.privacy import tombstone
 
 RAW_SCHEMA = "raw"
 EVENT_FOLDER_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
@@ -53,6 +57,8 @@ class LoadResult:
     skipped_files: list[str] = field(default_factory=list)
     malformed_records: int = 0
     message: str = ""
+    # Rows of customers in the erasure tombstone, deleted on load (not quarantined).
+    erased_rows: int = 0
 
 
 def event_files(landing_dir: Path) -> tuple[list[Path], list[Path]]:
@@ -214,6 +220,7 @@ def load_event_lines(
         """,
         [[str(p.absolute()) for p in files]],
     )
+    result.erased_rows = tombstone.drop_erased_event_lines(con)
     result.rows = con.execute(
         f"select count(*) from {RAW_SCHEMA}.event_lines where source_file in (select unnest(?))",
         [result.files],
@@ -289,6 +296,7 @@ def load_csv_export(
         result.malformed_records += _insert_csv(
             con, landing_dir, path, table, columns, mapping, extra={}
         )
+    result.erased_rows = tombstone.drop_erased_rows(con, result.table)
     result.rows = _count(con, result.table)
     return result
 
@@ -333,6 +341,7 @@ def load_order_exports(
             extra,
             computed={"ordered_at_local": parsed},
         )
+    result.erased_rows = tombstone.drop_erased_rows(con, result.table)
     result.rows = _count(con, result.table)
     if not files:
         result.message = "no order exports in orders/ (optional source): nothing imported"
