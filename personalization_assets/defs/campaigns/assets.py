@@ -1,6 +1,7 @@
 """Campaigns group: decisions (who, which rule, which variant, or why not) and rendered payloads."""
 
 import datetime as dt
+import hashlib
 
 import dagster as dg
 
@@ -46,6 +47,16 @@ def load_validated_campaigns(config_dir, schema) -> CampaignsConfig:
 
 # Fail at load time, in the UI, when the shipped campaign file is invalid.
 load_validated_campaigns(paths.config_dir(), manifest_feature_schema(dbt_project.manifest_path))
+
+
+def _template_version() -> str:
+    """A hash of every template source: editing a template re-renders its payloads."""
+    digest = hashlib.sha256()
+    for path in sorted(TEMPLATES_DIR.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(TEMPLATES_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class CampaignRunConfig(dg.Config):
@@ -213,6 +224,7 @@ def email_payloads(
             campaign_names={c.id: c.name for c in campaigns.campaigns},
             output_dir=paths.output_dir(),
             model_versions=versions,
+            template_version=_template_version(),
         )
         mismatched = con.execute(
             """
@@ -233,13 +245,14 @@ def email_payloads(
         metadata={
             "send_date": str(send_date),
             "rendered": summary.rendered,
+            "unchanged_kept": summary.reused,
             "render_failed": summary.failed,
             "per_variant": dg.MetadataValue.md("\n".join(per_variant)),
             "jsonl": dg.MetadataValue.md(
                 "\n".join(f"- `{p}`" for p in summary.jsonl_files) or "none"
             ),
             "model_versions": dg.MetadataValue.json(versions),
-            "dagster/row_count": summary.rendered + summary.failed,
+            "dagster/row_count": summary.rendered + summary.reused + summary.failed,
         }
     )
     yield dg.AssetCheckResult(
