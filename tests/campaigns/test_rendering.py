@@ -6,7 +6,9 @@ import copy
 import html as html_lib
 import pickle
 import re
+from collections import OrderedDict
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from jinja2 import FileSystemLoader, StrictUndefined
@@ -721,3 +723,183 @@ def test_loop_separators_in_text(tmp_path: Path) -> None:
     r = mini_renderer(tmp_path, {"campaigns/l.html.j2": mini_campaign(content)})
     text = r.render("l", {**MINI_CONTEXT, "tags": ["a", "b"]}).text
     assert text.startswith("Tags: a b end\n\na\nb\n\nRows\n\na\n\nb\n\nafter\n\n")
+
+
+# ------------------------------------------------------------------------------------------
+# Speed-ups in the compiled code must not change any output
+# ------------------------------------------------------------------------------------------
+
+
+def _contexts_for_fast_path_checks() -> list[dict]:
+    unicode_ctx = make_context(
+        recipient={"customer_id": "C8", "first_name": "Zoë 東京", "email": "z@x.example"}
+    )
+    unicode_ctx["recommendations"][0]["name"] = "Café <b>Zürich</b> & “Co”"
+    unicode_ctx["recommendations"][1]["price"] = 1299  # an int, not a float
+    unicode_ctx["recommendations"][2]["currency"] = "CHF"
+    objects_ctx = make_context(links=OrderedDict(make_context()["links"]))  # not a plain dict
+    objects_ctx["recommendations"] = [
+        SimpleNamespace(**p) for p in make_context()["recommendations"]
+    ]
+    relative = make_context()
+    relative["recommendations"][0]["url"] = "/p/relative?a=1&b=2"
+    relative["recommendations"][1]["url"] = "javascript:alert(1)"
+    untidy = make_context(offer={"title": "  ", "description": "two\nlines\n\n\n", "url": "/o"})
+    untidy["recommendations"][0]["name"] = " padded\t"
+    untidy["recommendations"][1]["name"] = ""
+    untidy["recommendations"][2]["category"] = "\n"
+    untidy["recent_purchase"] = {"name": "<b></b>"}
+    return [
+        make_context(),
+        make_context(recommendations=[], behavioral_allowed=False, offer=None),
+        make_context(
+            campaign={"campaign_id": "c", "name": "n", "variant": "B"}, brand={"name": "S"}
+        ),
+        make_context(offer={"title": "T", "description": "D", "cta_label": "Go", "url": "/o"}),
+        make_context(recent_purchase={"name": "Tent", "url": "/p/9"}, recipient={"customer_id": 3}),
+        unicode_ctx,
+        objects_ctx,
+        relative,
+        untidy,
+    ]
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_fast_paths_render_what_jinjas_own_code_renders(
+    renderer: EmailRenderer, name: str, monkeypatch
+) -> None:
+    """Rewritten template code (inlined lookups, escaping and filters, HTML and text written
+    in one pass) renders exactly what Jinja's own code for the two-pass template renders."""
+    import personalization_assets.defs.campaigns.rendering as rendering
+
+    monkeypatch.setattr(rendering, "SINGLE_PASS_TEXT", False)
+    monkeypatch.setattr(
+        rendering, "_fast_code", lambda source, filename, *_: compile(source, filename, "exec")
+    )
+    stock = EmailRenderer(renderer.config)
+    stock.validate_template(name)
+    monkeypatch.undo()
+    one_pass = renderer._compiled(renderer.resolve_name(name)).template.root_render_func
+    assert "_email_tb" in one_pass.__code__.co_varnames  # the shipped templates use one pass
+    contexts = _contexts_for_fast_path_checks()
+    broken = make_context()
+    del broken["recommendations"][3]["price"]
+    contexts.append(broken)
+    fast_results = renderer.render_many(name, contexts)
+    stock_results = stock.render_many(name, contexts)
+    assert isinstance(stock_results[0], RenderedEmail) and isinstance(stock_results[-1], Exception)
+    for fast, slow in zip(fast_results, stock_results, strict=True):
+        if isinstance(slow, TemplateRenderError):
+            assert isinstance(fast, TemplateRenderError) and str(fast) == str(slow)
+            assert (fast.template, fast.lineno, fast.variable) == (
+                slow.template,
+                slow.lineno,
+                slow.variable,
+            )
+        else:
+            assert isinstance(fast, RenderedEmail)
+            assert (fast.subject, fast.preheader, fast.text, fast.headers, fast.warnings) == (
+                slow.subject,
+                slow.preheader,
+                slow.text,
+                slow.headers,
+                slow.warnings,
+            )
+            assert fast.html == slow.html
+
+
+def test_html_is_ascii_with_character_references(renderer: EmailRenderer) -> None:
+    context = make_context()
+    context["recommendations"][0]["name"] = "Café Zürich 東京"
+    email = renderer.render("newsletter", context)
+    assert max(map(ord, email.html)) < 0x100  # one byte per character (the static "·" is)
+    assert "Caf&#233; Z&#252;rich &#26481;&#20140;" in email.html
+    assert "&#8364;120.00" in email.html  # the price, €120.00
+    assert "Café Zürich 東京" in email.text and "€120.00" in email.text  # text stays as is
+    assert "Café Zürich 東京" in html_lib.unescape(email.html)
+
+
+def test_dict_keys_missing_keys_and_dict_methods(tmp_path: Path) -> None:
+    content = (
+        "<p>{{ d.a }}|{{ d.gone | default('dflt') }}|{{ d.items() | list | length }}|"
+        "{{ d.keys | default('no') }}|{{ d.blank | default('b', true) }}</p>"
+    )
+    r = mini_renderer(tmp_path, {"campaigns/d.html.j2": mini_campaign(content)})
+    email = r.render("d", {**MINI_CONTEXT, "d": {"a": "A", "keys": "K", "blank": ""}})
+    assert "<p>A|dflt|3|K|b</p>" in email.html  # a key shadows the dict method of that name
+    with pytest.raises(TemplateRenderError, match="undefined variable 'd.gone'"):
+        r2 = mini_renderer(tmp_path, {"campaigns/e.html.j2": mini_campaign("<p>{{ d.gone }}</p>")})
+        r2.render("e", {**MINI_CONTEXT, "d": {"a": 1}})
+
+
+def test_text_part_keeps_autoescape_off_for_filters_that_read_it(tmp_path: Path) -> None:
+    """``xmlattr`` returns Markup (which the text part unescapes) only if autoescape is on."""
+    source = mini_campaign("<p>x</p>") + "{% block text %}[{{ attrs | xmlattr }}]{% endblock %}"
+    r = mini_renderer(tmp_path, {"campaigns/j.html.j2": source})
+    text = r.render("j", {**MINI_CONTEXT, "attrs": {"k": "a  <b>"}}).text
+    assert text == '[ k="a  &lt;b&gt;"]'
+
+
+SINGLE_PASS_LAYOUT = """<!DOCTYPE html>
+<html><head><title>{{ subject }}</title></head><body>
+<h1>{{ title }}</h1>
+{% if intro %}<p>{{ intro }}</p>{% endif %}
+<ul>{% for item in items %}<li>{{ item.name }} <a href="{{ item.url }}">{{ item.label }}</a>
+{% if item.note | default(none) %}<br>{{ item.note }}{% endif %}</li>{% endfor %}</ul>
+<table><tbody>{% for row in rows %}<tr><td>{{ row }}</td></tr>{% else %}<tr><td>none</td></tr>
+{% endfor %}</tbody></table>
+<p><a href="{{ links.unsubscribe_url }}">{% if short %}Stop{% else %}Unsubscribe here{% endif %}</a>
+{% set tail = title ~ "!" %}{{ tail }}</p>
+{% block subject %}{% endblock %}{% block preheader %}{% endblock %}
+</body></html>
+"""
+
+
+@pytest.mark.parametrize(
+    "context",
+    [
+        {
+            "title": "T",
+            "intro": "I",
+            "items": [{"name": "a", "url": "/a", "label": "A", "note": "n"}],
+        },
+        {"title": "T", "intro": "", "items": [], "rows": []},
+        {"title": " T ", "intro": " ", "items": [{"name": "", "url": "", "label": "", "note": ""}]},
+        {"title": "x\n\n\ny", "items": [{"name": "a ", "url": "/a", "label": " b", "note": "\t"}]},
+        {"title": "T", "items": [{"name": "a", "url": "/a", "label": "A"}] * 3, "rows": [1, ""]},
+    ],
+)
+def test_single_pass_text_matches_two_passes(tmp_path: Path, monkeypatch, context: dict) -> None:
+    """Writing the text part in the HTML's pass (and skipping its clean-up when every value
+    is clean) gives the text of a separate second pass: loops, empty loops, list items, links
+    with conditional labels, untidy values."""
+    import personalization_assets.defs.campaigns.rendering as rendering
+
+    source = (
+        '{% extends "layouts/sp.html.j2" %}{% block subject %}S{% endblock %}'
+        "{% block preheader %}P{% endblock %}"
+    )
+    files = {"layouts/sp.html.j2": SINGLE_PASS_LAYOUT, "campaigns/sp.html.j2": source}
+    context = {"intro": None, "rows": ["r"], "short": False, **MINI_CONTEXT, **context}
+    for key in ("items",):
+        context.setdefault(key, [])
+    one_pass = mini_renderer(tmp_path / "one", files)
+    monkeypatch.setattr(rendering, "SINGLE_PASS_TEXT", False)
+    two_pass = mini_renderer(tmp_path / "two", files)
+    two_pass.validate_template("sp")
+    monkeypatch.undo()
+    code = one_pass._compiled("campaigns/sp.html.j2").template.root_render_func.__code__
+    assert "_email_tb" in code.co_varnames
+    for short in (False, True):
+        a = one_pass.render("sp", {**context, "short": short})
+        b = two_pass.render("sp", {**context, "short": short})
+        assert (a.text, a.html, a.subject) == (b.text, b.html, b.subject)
+
+
+def test_calls_inside_loops_still_see_loop_variables(tmp_path: Path) -> None:
+    content = (
+        "<p>{% for x in xs %}{% set y = x * 2 %}{{ range(y) | list | length }};{% endfor %}</p>"
+    )
+    r = mini_renderer(tmp_path, {"campaigns/l.html.j2": mini_campaign(content)})
+    email = r.render("l", {**MINI_CONTEXT, "xs": [0, 1, 2]})
+    assert "<p>0;2;4;</p>" in email.html and "0;2;4;" in email.text

@@ -83,18 +83,27 @@ How a template is compiled (once per template, cached)
    ``<head>`` and elements marked ``data-text="skip"`` are left out. Jinja tags are kept, so the
    text is a Jinja template too and renders from the same context; every ``{{ value }}`` in it
    goes through a filter that strips HTML tags from values.
-5. Subject, preheader, HTML and text become four ``{% set %}`` captures of ONE compiled
-   template, so each recipient costs a single Jinja render. A source map sends errors of the
-   combined template back to the original file and line.
+5. Subject, preheader and HTML become ``{% set %}`` captures of ONE compiled template, so each
+   recipient costs a single Jinja render. The text part is written in the same pass: its
+   static pieces and values go to a second buffer between the same two statements as in the
+   HTML, so each ``if``/``for`` runs once for both parts (templates whose text cannot be
+   interleaved that way, e.g. with macros, block sets or a ``{% block text %}``, get the text
+   as a second capture instead). A source map sends errors back to the original file/line.
+6. Jinja's generated Python is rewritten before it is compiled (``_FastPaths``): the common
+   case of each per-value helper runs inline (``product.name`` on a plain dict is an item
+   lookup, escaping a ``str`` calls ``markupsafe``'s C helper, ``abs_url`` of an absolute
+   URL and ``default`` of a missing key need no call), everything else calls the original
+   helper; ``{% autoescape %}`` bookkeeping that nothing reads at runtime is dropped. Output,
+   errors and line numbers are unchanged (a test renders every shipped template both ways).
 
-Rendering therefore runs at raw Jinja2 speed: no per-recipient HTML parsing, CSS work or
-HTML-to-text conversion. Autoescaping stays on for the HTML; the sandbox is
-``ImmutableSandboxedEnvironment``. Two small speed-ups on top of stock Jinja: ``obj.key`` on a
-plain dict reads the item first (the stock sandbox raises and catches an AttributeError for
-every ``product.name``; dict items are data, so nothing new is exposed), and the compiled
-template's output escaping returns the escaped ``str`` instead of wrapping every value in a
-``Markup`` object that is only ever joined into the page (same escaping, ``markupsafe``'s C
-helper).
+Rendering therefore costs about what the values cost: no per-recipient HTML parsing, CSS
+work or HTML-to-text conversion, and little of Jinja's per-call overhead. Autoescaping stays
+on for the HTML; the sandbox is ``ImmutableSandboxedEnvironment`` (``obj.key`` on a plain dict
+reads the item first: the stock sandbox raises and catches an AttributeError for every
+``product.name``; dict items are data, so nothing new is exposed). Values are escaped to
+ASCII in the HTML: characters outside ASCII become numeric character references (``€`` ->
+``&#8364;``, shown the same by every client) so a price does not make Python store the whole
+page with two bytes per character. Throughput: ``bench/render_bench.py`` (bench/README.md).
 
 Template restrictions that follow from compiling this way (each is reported as an error with the
 file and line, except the last two):
@@ -110,6 +119,7 @@ file and line, except the last two):
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import re
 import threading
@@ -118,12 +128,21 @@ from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from html.parser import HTMLParser
 from pathlib import Path
+from types import CodeType
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import css_inline
-from jinja2 import FileSystemLoader, StrictUndefined, TemplateNotFound, TemplateSyntaxError
+from jinja2 import (
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+    pass_context,
+)
 from jinja2.exceptions import UndefinedError
+from jinja2.nodes import EvalContext
+from jinja2.runtime import Context, Undefined, markup_join
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
@@ -786,15 +805,74 @@ def _html_document(body: list[_Piece]) -> tuple[str, list[_Piece]]:
 def _emit_html(
     builder: _SourceBuilder, inlined: str, constructs: list[_Piece], template: str
 ) -> None:
-    pos = 0
-    seen: list[int] = []
-    for m in _PH_ANY_RE.finditer(inlined):
-        builder.text(_jinja_literal(inlined[pos : m.start()]))
-        idx = int(m.group(1) or m.group(2))
-        seen.append(idx)
+    segments, order = _html_segments(inlined, constructs, template)
+    for segment, idx in zip(segments, order, strict=False):
+        builder.text(_jinja_literal(segment))
         builder.construct(constructs[idx].src, constructs[idx])
+    builder.text(_jinja_literal(segments[-1]))
+
+
+# --------------------------------------------------------------------------------------------
+# HTML and text in one pass
+# --------------------------------------------------------------------------------------------
+#
+# The derived text part is a sequence of static pieces and values with the same statements as
+# the HTML, in the same order (text items are derived from the same constructs). When that
+# holds, every text item can be written between the same two statements of the HTML pass:
+# as a marker ``{{ N|_email_ts }}`` (static piece N) or ``{{ (expr)|_email_tv }}`` (a value),
+# which ``_move_text_markers`` then moves from the HTML buffer into a text buffer in the
+# compiled code. Markers sit right before the next statement, after every HTML construct of
+# their interval, so an error is raised by the same construct as in two passes. Templates with
+# other statements (block sets, macros, ``with``, ...), raw blocks, a ``{% block text %}`` or a
+# different statement order in the text (a statement inside a link's ``href``) use two passes.
+
+SINGLE_PASS_TEXT = True
+_SINGLE_PASS_TAGS = frozenset({"if", "elif", "else", "endif", "for", "endfor", "set"})
+
+
+class _SinglePassUnavailable(Exception):
+    """The compiled code does not have the shape the single-pass rewrite expects."""
+
+
+def _single_pass_plan(
+    items: list[tuple[str, Any]], constructs: list[_Piece]
+) -> list[list[tuple[str, Any]]] | None:
+    """Text items grouped by the statement they follow, or None when one pass cannot do."""
+    statements = []
+    for i, p in enumerate(constructs):
+        if p.kind == "raw":
+            return None
+        if p.kind == "stmt":
+            if p.tag not in _SINGLE_PASS_TAGS:
+                return None
+            if p.tag == "set" and not _BLOCK_SET_RE.match(p.arg):
+                return None
+            statements.append(i)
+    intervals: list[list[tuple[str, Any]]] = [[]]
+    seen = []
+    for kind, value in items:
+        if kind == "c" and constructs[value].kind == "stmt":
+            seen.append(value)
+            intervals.append([])
+        elif kind == "c" and constructs[value].kind != "expr":
+            return None
+        else:
+            intervals[-1].append((kind, value))
+    return intervals if seen == statements else None
+
+
+def _html_segments(
+    inlined: str, constructs: list[_Piece], template: str
+) -> tuple[list[str], list[int]]:
+    """The static HTML between placeholders, and the construct order (checked)."""
+    segments: list[str] = []
+    seen: list[int] = []
+    pos = 0
+    for m in _PH_ANY_RE.finditer(inlined):
+        segments.append(inlined[pos : m.start()])
+        seen.append(int(m.group(1) or m.group(2)))
         pos = m.end()
-    builder.text(_jinja_literal(inlined[pos:]))
+    segments.append(inlined[pos:])
     if seen != list(range(len(constructs))):
         first_bad = next((i for i, idx in enumerate(seen) if idx != i), len(seen))
         bad = constructs[min(first_bad, len(constructs) - 1)]
@@ -805,6 +883,85 @@ def _emit_html(
             template=bad.template or template,
             lineno=bad.line,
         )
+    return segments, seen
+
+
+def _emit_text_markers(
+    builder: _SourceBuilder,
+    items: list[tuple[str, Any]],
+    constructs: list[_Piece],
+    statics: list[str],
+) -> None:
+    pending: list[str] = []
+    for kind, value in [*items, ("end", None)]:
+        if kind == "s":
+            pending.append(value)
+            continue
+        if pending:
+            statics.append("".join(pending))
+            builder.text(f"{{{{ {len(statics) - 1}|_email_ts }}}}")
+            pending = []
+        if kind == "c":
+            piece = constructs[value]
+            builder.construct(_wrap_expr(piece.src, "_email_tv"), piece)
+
+
+def _emit_html_and_text(
+    builder: _SourceBuilder,
+    inlined: str,
+    constructs: list[_Piece],
+    template: str,
+    intervals: list[list[tuple[str, Any]]],
+    statics: list[str],
+) -> None:
+    segments, order = _html_segments(inlined, constructs, template)
+    # Whitespace control ({%- / -%}) is applied here, as markers now sit between tags and text.
+    for i, idx in enumerate(order):
+        src = constructs[idx].src
+        if src[2:3] == "-":
+            segments[i] = segments[i].rstrip()
+        if src[-3:-2] == "-":
+            segments[i + 1] = segments[i + 1].lstrip()
+    interval = 0
+    for i, idx in enumerate(order):
+        builder.text(_jinja_literal(segments[i]))
+        piece = constructs[idx]
+        if piece.kind == "stmt":
+            _emit_text_markers(builder, intervals[interval], constructs, statics)
+            interval += 1
+        builder.construct(_strip_ws_control(piece.src), piece)
+    builder.text(_jinja_literal(segments[-1]))
+    _emit_text_markers(builder, intervals[interval], constructs, statics)
+
+
+def _text_structure_clean(intervals: list[list[tuple[str, Any]]]) -> bool:
+    """Whether the single-pass text can only need clean-up when a *value* needs it.
+
+    The renderer trims spaces around line breaks and collapses 3+ line breaks in the text part
+    (four scans of the text per email). Text items put separators right before content, so
+    with values that are non-empty single lines without outer whitespace (checked per value at
+    runtime), bad sequences can only come from the static pieces themselves or from an
+    interval between two statements that ends in whitespace (which a skipped branch or an
+    empty loop could put next to another separator). Neither occurs here: the scans are
+    skipped unless a value was not clean.
+    """
+    for items in intervals:
+        pieces: list[str | None] = []
+        for kind, value in items:
+            if kind == "s" and pieces and pieces[-1] is not None:
+                pieces[-1] += value
+            else:
+                pieces.append(value if kind == "s" else None)
+        for piece in pieces:
+            if piece is None:
+                continue
+            if " \n" in piece or "\n " in piece or "\n\n\n" in piece:
+                return False
+            if not piece.replace("\n", "").isprintable():
+                return False
+        if pieces and pieces[-1] is not None and pieces[-1][-1:].isspace():
+            return False
+    return True
 
 
 # --------------------------------------------------------------------------------------------
@@ -1116,6 +1273,14 @@ def _text_value(value: Any) -> str:
     return s
 
 
+def _text_checked(value: Any, dirty: list[bool]) -> str:
+    """A value of the single-pass text part; notes in ``dirty`` when it needs the clean-up."""
+    s = str(_text_value(value))
+    if not (s and s.isprintable() and s == s.strip()):
+        dirty.append(True)
+    return s
+
+
 def _raw_value(value: Any) -> str:
     """Output filter of subject/preheader: the value as plain text (Markup is unescaped)."""
     if type(value) is str:
@@ -1126,27 +1291,43 @@ def _raw_value(value: Any) -> str:
 
 
 def _fast_escape(value: Any) -> Any:
-    """Output escaping of the compiled HTML (same result as ``markupsafe.escape``).
+    """Output escaping of the compiled HTML: ``markupsafe.escape``, ASCII-only.
 
     Jinja wraps every ``{{ value }}`` in ``escape()``, which builds a ``Markup`` object only for
     it to be joined into the output. Returning the escaped ``str`` skips that allocation; the
     value is only ever concatenated into the page, never treated as markup again.
+
+    Characters outside ASCII in values become numeric character references (``€`` ->
+    ``&#8364;``; browsers and mail clients show the same text). One ``€`` in a price would
+    otherwise make Python store the whole 10 KB page with two bytes per character, which
+    doubles the cost of joining and keeping it.
     """
     if type(value) is str:
-        return _escape_inner(value)
-    if hasattr(value, "__html__"):
+        s = _escape_inner(value)
+    elif hasattr(value, "__html__"):
         return value.__html__()
-    return _escape_inner(str(value))
+    else:
+        s = _escape_inner(str(value))
+    return s if s.isascii() else s.encode("ascii", "xmlcharrefreplace").decode("ascii")
+
+
+@pass_context
+def _text_marker(context: Any, value: Any) -> str:
+    """``_email_ts``/``_email_tv``: rewritten away at compile time (see _move_text_markers)."""
+    raise RuntimeError("a single-pass text marker was left in the compiled template")
 
 
 def _one_line(value: Any) -> str:
     """``subject``/``preheader`` as seen by the HTML: one line, plain ``str`` (so escaped)."""
-    return _LINE_BREAKS_RE.sub(" ", str(value)).strip()
+    s = value if type(value) is str else str(value)
+    if s.isprintable():  # no line breaks (they are all non-printable): skip the regex
+        return s.strip()
+    return _LINE_BREAKS_RE.sub(" ", s).strip()
 
 
 def _header_text(raw: Any, what: str, warnings: list[str]) -> str:
-    s = str(raw).strip()
-    if _LINE_BREAKS_RE.search(s):
+    s = (raw if type(raw) is str else str(raw)).strip()
+    if not s.isprintable() and _LINE_BREAKS_RE.search(s):
         count = sum(len(m) for m in _LINE_BREAKS_RE.findall(s))
         s = " ".join(_LINE_BREAKS_RE.sub(" ", s).split())
         warnings.append(
@@ -1161,16 +1342,640 @@ class _EmailSandbox(ImmutableSandboxedEnvironment):
 
     The stock sandbox tries ``getattr(dict, key)`` first, which raises and catches an
     AttributeError for every ``product.name``; the context is plain dicts, so look the key up
-    first. A missing key falls back to the normal (safe) lookup, so ``d.items()`` still works.
+    first. A missing key that names a dict attribute falls back to the normal (safe) lookup,
+    so ``d.items()`` still works; any other missing key is undefined at once (the stock lookup
+    gets there after two exceptions, ~2 us per ``offer.cta_label | default(...)``).
     """
 
     def getattr(self, obj: Any, attribute: str) -> Any:
         if type(obj) is dict:
-            try:
+            if attribute in obj:
                 return obj[attribute]
-            except KeyError:
-                pass
+            if attribute not in _DICT_ATTRIBUTES:  # what the stock lookup ends with
+                return self.undefined(obj=obj, name=attribute)
         return super().getattr(obj, attribute)
+
+
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+# --------------------------------------------------------------------------------------------
+# Fast paths in the compiled template code
+# --------------------------------------------------------------------------------------------
+#
+# Jinja compiles a template to Python source; most of a render is spent calling small helpers
+# for every value (``environment.getattr``, ``escape``, filters). ``_FastPaths`` rewrites that
+# source before it is compiled so the common case runs inline and everything else still calls
+# the original helper with the same arguments: same results, same errors, same line numbers.
+#
+# * ``environment.getattr(o, "k")`` -> ``o["k"]`` when ``o`` is a plain dict holding ``"k"``
+#   (what ``_EmailSandbox.getattr`` returns first anyway);
+# * ``escape(v)`` -> ``_escape_inner(v)`` for an ASCII ``str`` (what ``_fast_escape`` does);
+# * ``abs_url(v)`` -> ``v`` for a ``str`` starting with ``https://``/``http://`` (its first
+#   branch); ``str(_email_text(v))`` -> ``v`` for a ``str`` without ``<``;
+# * ``default(v, d[, b])`` with a constant or plain-variable ``d`` and a constant ``b`` ->
+#   ``d if isinstance(v, Undefined) [or not v] else v`` (``do_default`` itself);
+# * ``markup_join((...))`` (the ``~`` operator) -> ``"".join`` when every part is a ``str``;
+# * ``resolve("name")`` -> the two dict lookups of ``Context.resolve_or_missing``;
+# * ``context.exported_vars.add(...)`` is dropped: the email template is never imported;
+#   so are ``{% autoescape %}`` switches and ``_loop_vars`` records nothing reads (below);
+# * the four ``_email_*`` captures keep the joined ``str`` instead of copying it into a
+#   ``Markup`` that is only ever turned back into a ``str``.
+#
+# Walrus temporaries (``_email_g`` ...) are each assigned and read within one conditional
+# expression, so nesting them is safe; comprehensions and lambdas are left alone.
+
+_CAPTURE_RE = re.compile(r"l_\d+__email_(?:subject|preheader|html|text)\Z")
+
+
+def _load(name: str) -> ast.Name:
+    return ast.Name(id=name, ctx=ast.Load())
+
+
+def _call(func: ast.expr, *args: ast.expr) -> ast.Call:
+    return ast.Call(func=func, args=list(args), keywords=[])
+
+
+def _is_type(value: ast.expr, type_name: str) -> ast.Compare:
+    return ast.Compare(
+        left=_call(_load("_email_type"), value), ops=[ast.Is()], comparators=[_load(type_name)]
+    )
+
+
+def _once(node: ast.expr, temp: str) -> tuple[ast.expr, ast.expr]:
+    """(first use, later uses) of ``node``, evaluated once: a walrus unless it is a name."""
+    if isinstance(node, ast.Name):
+        return node, node
+    return ast.NamedExpr(target=ast.Name(id=temp, ctx=ast.Store()), value=node), _load(temp)
+
+
+def _side_effect_free(node: ast.expr) -> bool:
+    """A constant, a name, or Jinja's ``(undefined(name=...) if l_x is missing else l_x)``."""
+    if isinstance(node, ast.Constant | ast.Name):
+        return True
+    return (
+        isinstance(node, ast.IfExp)
+        and isinstance(node.body, ast.Call)
+        and isinstance(node.body.func, ast.Name)
+        and node.body.func.id == "undefined"
+        and isinstance(node.orelse, ast.Name)
+        and isinstance(node.test, ast.Compare)
+    )
+
+
+def _is_resolve_def(node: ast.stmt) -> bool:
+    """Jinja's ``resolve = context.resolve_or_missing`` at the top of a render function."""
+    return (
+        isinstance(node, ast.Assign)
+        and len(node.targets) == 1
+        and isinstance(node.targets[0], ast.Name)
+        and node.targets[0].id == "resolve"
+        and isinstance(node.value, ast.Attribute)
+        and node.value.attr == "resolve_or_missing"
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id == "context"
+    )
+
+
+class _FastPaths(ast.NodeTransformer):
+    def __init__(self, filters: dict[str, str]) -> None:
+        self.filters = filters  # Jinja's t_N -> filter name
+        self.resolving: list[bool] = []  # per enclosing function: does it define `resolve`?
+
+    def visit_Lambda(self, node: ast.AST) -> ast.AST:
+        return node
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = visit_Lambda
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        at = next((i for i, st in enumerate(node.body) if _is_resolve_def(st)), None)
+        self.resolving.append(at is not None)
+        self.generic_visit(node)
+        self.resolving.pop()
+        if at is not None:  # Context.resolve_or_missing, inlined below: its two dicts
+            local = ast.parse("_email_cv = context.vars\n_email_cp = context.parent").body
+            for st in local:
+                ast.copy_location(st, node.body[at])
+            node.body[at + 1 : at + 1] = local
+            ast.fix_missing_locations(node)
+        return node
+
+    def visit_Expr(self, node: ast.Expr) -> ast.AST:
+        call = node.value
+        if (  # context.exported_vars.add(name): only `{% import %}` of a template reads it
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "add"
+            and isinstance(call.func.value, ast.Attribute)
+            and call.func.value.attr == "exported_vars"
+        ):
+            return ast.copy_location(ast.Pass(), node)
+        self.generic_visit(node)
+        return node
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST:
+        self.generic_visit(node)
+        value = node.value
+        if (
+            len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and _CAPTURE_RE.match(node.targets[0].id)
+            and isinstance(value, ast.Call)
+            and isinstance(value.func, ast.IfExp)
+            and len(value.args) == 1
+            and isinstance(value.args[0], ast.Call)
+            and isinstance(value.args[0].func, ast.Name)
+            and value.args[0].func.id == "concat"
+        ):
+            node.value = value.args[0]
+        return node
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:
+        special = self._default_of_key(node)
+        if special is not None:
+            return special
+        self.generic_visit(node)
+        if node.keywords:
+            return node
+        func, args = node.func, node.args
+        name = func.id if isinstance(func, ast.Name) else None
+        new: ast.expr | None = None
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "getattr"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "environment"
+            and len(args) == 2
+            and isinstance(args[1], ast.Constant)
+            and isinstance(args[1].value, str)
+        ):
+            first, obj = _once(args[0], "_email_g")
+            key = args[1]
+            new = ast.IfExp(
+                test=ast.BoolOp(
+                    op=ast.And(),
+                    values=[
+                        _is_type(first, "_email_dict"),
+                        ast.Compare(left=key, ops=[ast.In()], comparators=[obj]),
+                    ],
+                ),
+                body=ast.Subscript(value=obj, slice=key, ctx=ast.Load()),
+                orelse=_call(func, obj, key),
+            )
+        elif name == "escape" and len(args) == 1:
+            first, value = _once(args[0], "_email_e")
+            new = ast.IfExp(
+                test=ast.BoolOp(
+                    op=ast.And(),
+                    values=[
+                        _is_type(first, "_email_str"),
+                        _call(ast.Attribute(value=value, attr="isascii", ctx=ast.Load())),
+                    ],
+                ),
+                body=_call(_load("_email_escape_inner"), value),
+                orelse=_call(func, value),
+            )
+        elif (
+            name == "resolve"
+            and self.resolving
+            and self.resolving[-1]
+            and len(args) == 1
+            and isinstance(args[0], ast.Constant)
+        ):
+            key = args[0]
+            new = ast.IfExp(
+                test=ast.Compare(left=key, ops=[ast.In()], comparators=[_load("_email_cv")]),
+                body=ast.Subscript(value=_load("_email_cv"), slice=key, ctx=ast.Load()),
+                orelse=ast.IfExp(
+                    test=ast.Compare(left=key, ops=[ast.In()], comparators=[_load("_email_cp")]),
+                    body=ast.Subscript(value=_load("_email_cp"), slice=key, ctx=ast.Load()),
+                    orelse=_load("missing"),
+                ),
+            )
+        elif name == "markup_join" and len(args) == 1:
+            new = _call(_load("_email_join"), args[0])
+        elif name is None:
+            pass
+        elif self.filters.get(name) == "abs_url" and len(args) == 1:
+            first, value = _once(args[0], "_email_u")
+            new = ast.IfExp(
+                test=ast.BoolOp(
+                    op=ast.And(),
+                    values=[
+                        _is_type(first, "_email_str"),
+                        _call(
+                            ast.Attribute(value=value, attr="startswith", ctx=ast.Load()),
+                            _load("_email_http"),
+                        ),
+                    ],
+                ),
+                body=value,
+                orelse=_call(func, value),
+            )
+        elif self._is_simple_default(node):
+            first, value = _once(args[0], "_email_d")
+            test: ast.expr = _call(_load("_email_isinstance"), first, _load("_email_Undefined"))
+            if len(args) == 3 and args[2].value:  # type: ignore[attr-defined]
+                test = ast.BoolOp(op=ast.Or(), values=[test, ast.UnaryOp(ast.Not(), value)])
+            new = ast.IfExp(
+                test=test, body=args[1] if len(args) > 1 else ast.Constant(""), orelse=value
+            )
+        elif (
+            name == "str"
+            and len(args) == 1
+            and isinstance(args[0], ast.Call)
+            and isinstance(args[0].func, ast.Name)
+            and (
+                self.filters.get(args[0].func.id) == "_email_text"
+                or args[0].func.id == "_email_text_value"
+            )
+            and len(args[0].args) == 1
+            and not args[0].keywords
+        ):
+            first, value = _once(args[0].args[0], "_email_t")
+            new = ast.IfExp(
+                test=ast.BoolOp(
+                    op=ast.And(),
+                    values=[
+                        _is_type(first, "_email_str"),
+                        ast.Compare(left=ast.Constant("<"), ops=[ast.NotIn()], comparators=[value]),
+                    ],
+                ),
+                body=value,
+                orelse=_call(func, _call(args[0].func, value)),
+            )
+        if new is None:
+            return node
+        return ast.fix_missing_locations(ast.copy_location(new, node))
+
+    def _is_simple_default(self, node: ast.Call) -> bool:
+        """``default(v[, d[, b]])`` with a side-effect-free ``d`` and a constant ``b``."""
+        args = node.args
+        return (
+            isinstance(node.func, ast.Name)
+            and self.filters.get(node.func.id) == "default"
+            and not node.keywords
+            and 1 <= len(args) <= 3
+            and all(_side_effect_free(a) for a in args[1:])
+            and (len(args) < 3 or isinstance(args[2], ast.Constant))
+        )
+
+    def _default_of_key(self, node: ast.Call) -> ast.expr | None:
+        """``o.k | default(d)`` on a dict without ``k``: ``d``, without an Undefined object."""
+        if not self._is_simple_default(node):
+            return None
+        inner = node.args[0]
+        if not (
+            isinstance(inner, ast.Call)
+            and isinstance(inner.func, ast.Attribute)
+            and inner.func.attr == "getattr"
+            and isinstance(inner.func.value, ast.Name)
+            and inner.func.value.id == "environment"
+            and len(inner.args) == 2
+            and not inner.keywords
+            and isinstance(inner.args[1], ast.Constant)
+            and isinstance(inner.args[1].value, str)
+            and inner.args[1].value not in _DICT_ATTRIBUTES
+        ):
+            return None
+        first, obj = _once(self.visit(inner.args[0]), "_email_g")
+        key = inner.args[1]
+        lookup = ast.IfExp(
+            test=ast.BoolOp(
+                op=ast.And(),
+                values=[
+                    _is_type(first, "_email_dict"),
+                    ast.Compare(left=key, ops=[ast.In()], comparators=[obj]),
+                ],
+            ),
+            body=ast.Subscript(value=obj, slice=key, ctx=ast.Load()),
+            orelse=ast.IfExp(
+                test=_is_type(obj, "_email_dict"),
+                body=_load("_email_missing"),
+                orelse=_call(inner.func, obj, key),
+            ),
+        )
+        value = _load("_email_d")
+        tests: list[ast.expr] = [
+            ast.Compare(
+                left=ast.NamedExpr(target=ast.Name(id="_email_d", ctx=ast.Store()), value=lookup),
+                ops=[ast.Is()],
+                comparators=[_load("_email_missing")],
+            ),
+            _call(_load("_email_isinstance"), value, _load("_email_Undefined")),
+        ]
+        if len(node.args) == 3 and node.args[2].value:  # type: ignore[attr-defined]
+            tests.append(ast.UnaryOp(ast.Not(), value))
+        new = ast.IfExp(
+            test=ast.BoolOp(op=ast.Or(), values=tests),
+            body=node.args[1] if len(node.args) > 1 else ast.Constant(""),
+            orelse=value,
+        )
+        return ast.fix_missing_locations(ast.copy_location(new, node))
+
+
+class _TextMarkers(ast.NodeTransformer):
+    """Moves ``_email_ts``/``_email_tv`` outputs from the HTML buffer to ``_email_tb``."""
+
+    def __init__(
+        self, static_slot: str, value_slot: str, statics: list[str], check_values: bool
+    ) -> None:
+        self.static_slot, self.value_slot, self.statics = static_slot, value_slot, statics
+        self.check_values = check_values
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                body: list[ast.stmt] = []
+                for statement in value:
+                    body.extend(self._split(self.visit(statement)))  # type: ignore[arg-type]
+                setattr(node, name, body)
+            elif isinstance(value, ast.AST):
+                self.visit(value)
+        return node
+
+    def _text(self, element: ast.expr) -> ast.expr | None:
+        inner = element
+        if (
+            isinstance(element, ast.Call)
+            and isinstance(element.func, ast.Name)
+            and element.func.id == "escape"
+            and len(element.args) == 1
+        ):
+            inner = element.args[0]
+        if not (
+            isinstance(inner, ast.Call)
+            and isinstance(inner.func, ast.Name)
+            and inner.func.id in (self.static_slot, self.value_slot)
+            and len(inner.args) == 2
+        ):
+            return None
+        arg = inner.args[1]
+        if inner.func.id == self.static_slot:
+            if not (isinstance(arg, ast.Constant) and isinstance(arg.value, int)):
+                raise _SinglePassUnavailable("static marker without a constant index")
+            return ast.Constant(self.statics[arg.value])
+        if not self.check_values:
+            return _call(_load("str"), _call(_load("_email_text_value"), arg))
+        # v if v is a clean one-line str (no tags) else _text_checked(v, _email_dirty)
+        value = _load("_email_x")
+        first = ast.NamedExpr(target=ast.Name(id="_email_x", ctx=ast.Store()), value=arg)
+
+        def method(name: str) -> ast.Call:
+            return _call(ast.Attribute(value=value, attr=name, ctx=ast.Load()))
+
+        return ast.IfExp(
+            test=ast.BoolOp(
+                op=ast.And(),
+                values=[
+                    _is_type(first, "_email_str"),
+                    value,
+                    ast.Compare(left=ast.Constant("<"), ops=[ast.NotIn()], comparators=[value]),
+                    method("isprintable"),
+                    ast.Compare(left=value, ops=[ast.Eq()], comparators=[method("strip")]),
+                ],
+            ),
+            body=value,
+            orelse=_call(_load("_email_text_checked"), value, _load("_email_dirty")),
+        )
+
+    def _split(self, statement: ast.stmt) -> list[ast.stmt]:
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        if not (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr in ("append", "extend")
+            and isinstance(call.func.value, ast.Name)
+            and len(call.args) == 1
+        ):
+            return [statement]
+        if call.func.attr == "append":
+            elements = [call.args[0]]
+        elif isinstance(call.args[0], ast.Tuple):
+            elements = call.args[0].elts
+        else:
+            return [statement]
+        html: list[ast.expr] = []
+        text: list[ast.expr] = []
+        for element in elements:
+            moved = self._text(element)
+            if moved is None:
+                html.append(element)
+            else:
+                text.append(moved)
+        if not text:
+            return [statement]
+        out: list[ast.stmt] = []
+        for target, parts in ((call.func.value.id, html), ("_email_tb", text)):
+            if parts:
+                extend = ast.Attribute(value=_load(target), attr="extend", ctx=ast.Load())
+                out.append(ast.Expr(value=_call(extend, ast.Tuple(elts=parts, ctx=ast.Load()))))
+        for new in out:
+            ast.copy_location(new, statement)
+        return out
+
+
+def _move_text_markers(
+    tree: ast.Module, slots: dict[str, str], statics: list[str], clean_text: bool = False
+) -> ast.Module:
+    """Single-pass text: markers to ``_email_tb``, which becomes the ``_email_text`` value.
+
+    With ``clean_text`` every value is checked to be a non-empty single line without outer
+    whitespace as it is written; ``_email_text_clean`` tells the renderer that all were.
+    """
+    by_filter = {f: slot for slot, f in slots.items()}
+    static_slot, value_slot = by_filter.get("_email_ts", "-"), by_filter.get("_email_tv", "-")
+    root = next((n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "root"), None)
+    nested = [
+        n
+        for n in ast.walk(root or tree)
+        if isinstance(n, ast.FunctionDef) and n is not root and n.name not in slots
+    ]
+    if root is None or nested:  # macros, call blocks, recursive loops: their own buffers
+        raise _SinglePassUnavailable("template code with nested functions")
+    tree = _TextMarkers(static_slot, value_slot, statics, clean_text).visit(tree)
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in (static_slot, value_slot)
+        ):
+            raise _SinglePassUnavailable("a text marker outside an output statement")
+    at = next((i for i, st in enumerate(root.body) if _is_resolve_def(st)), None)
+    if at is None:
+        raise _SinglePassUnavailable("no resolve = context.resolve_or_missing in root()")
+    start = ast.parse("_email_tb = []\n_email_dirty = []").body
+    end = ast.parse("context.vars['_email_text'] = concat(_email_tb)").body
+    if clean_text:
+        end += ast.parse("context.vars['_email_text_clean'] = not _email_dirty").body
+    for st in start:
+        ast.copy_location(st, root.body[at])
+    for st in end:
+        ast.copy_location(st, root.body[-1])
+    root.body[at + 1 : at + 1] = start
+    root.body.extend(end)
+    return ast.fix_missing_locations(tree)
+
+
+def _filter_slots(tree: ast.Module) -> dict[str, str]:
+    """``t_3 = environment.filters['abs_url']`` in Jinja's code -> ``{"t_3": "abs_url"}``."""
+    slots: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Assign)
+            and len(node.targets) == 1
+            and isinstance(node.targets[0], ast.Name)
+            and isinstance(node.value, ast.Subscript)
+            and isinstance(node.value.value, ast.Attribute)
+            and node.value.value.attr == "filters"
+            and isinstance(node.value.slice, ast.Constant)
+        ):
+            slots[node.targets[0].id] = node.value.slice.value
+    return slots
+
+
+def _eval_ctx_switch(node: ast.AST) -> bool:
+    """``t = context.eval_ctx.save()``, ``context.eval_ctx.autoescape = c``, ``...revert(t)``."""
+
+    def is_eval_ctx(n: ast.AST) -> bool:
+        return (
+            isinstance(n, ast.Attribute)
+            and n.attr == "eval_ctx"
+            and isinstance(n.value, ast.Name)
+            and n.value.id == "context"
+        )
+
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target, value = node.targets[0], node.value
+        if isinstance(target, ast.Attribute) and target.attr == "autoescape":
+            return is_eval_ctx(target.value) and isinstance(value, ast.Constant)
+        return (
+            isinstance(value, ast.Call)
+            and isinstance(value.func, ast.Attribute)
+            and value.func.attr == "save"
+            and is_eval_ctx(value.func.value)
+        )
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Attribute)
+        and node.value.func.attr == "revert"
+        and is_eval_ctx(node.value.func.value)
+    )
+
+
+_PLAIN_CONTEXT_ATTRS = frozenset({"vars", "parent", "exported_vars", "resolve_or_missing"})
+
+
+def _drop_eval_ctx_switches(tree: ast.Module) -> ast.Module:
+    """Remove ``{% autoescape %}``'s runtime bookkeeping when nothing reads it.
+
+    The generated code saves, sets and restores ``context.eval_ctx`` around the plain-text
+    captures (~2 us per render), but only code that reads ``eval_ctx`` at runtime cares:
+    ``pass_eval_context``/``pass_context`` filters and functions, or ``Markup``-or-not captures.
+    Whether the code has any is visible in it: every use of ``context`` other than the
+    switches themselves must be a plain ``vars``, ``parent``, ``exported_vars`` or
+    ``resolve_or_missing``.
+    """
+    switches = {id(n) for n in ast.walk(tree) if _eval_ctx_switch(n)}
+    if not switches:
+        return tree
+    inside = {id(c) for n in ast.walk(tree) if id(n) in switches for c in ast.walk(n)}
+    parents = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "context" and id(node) not in inside:
+            parent = parents.get(id(node))
+            if not (isinstance(parent, ast.Attribute) and parent.attr in _PLAIN_CONTEXT_ATTRS):
+                return tree
+    return _DropStatements(_eval_ctx_switch).visit(tree)
+
+
+def _loop_vars_write(node: ast.AST) -> bool:
+    """``_loop_vars = {}``, ``_loop_vars[name] = value`` or ``_loop_vars.update({...})``."""
+    if isinstance(node, ast.Assign) and len(node.targets) == 1:
+        target = node.targets[0]
+        if isinstance(target, ast.Name):
+            return target.id == "_loop_vars"
+        return (
+            isinstance(target, ast.Subscript)
+            and isinstance(target.value, ast.Name)
+            and target.value.id == "_loop_vars"
+        )
+    return (
+        isinstance(node, ast.Expr)
+        and isinstance(node.value, ast.Call)
+        and isinstance(node.value.func, ast.Attribute)
+        and node.value.func.attr == "update"
+        and isinstance(node.value.func.value, ast.Name)
+        and node.value.func.value.id == "_loop_vars"
+    )
+
+
+class _DropStatements(ast.NodeTransformer):
+    def __init__(self, drop: Any) -> None:
+        self.drop = drop
+
+    def generic_visit(self, node: ast.AST) -> ast.AST:
+        for name, value in ast.iter_fields(node):
+            if isinstance(value, list) and value and isinstance(value[0], ast.stmt):
+                kept = [self.visit(n) for n in value if not self.drop(n)]
+                setattr(node, name, kept or [ast.Pass()])
+            elif isinstance(value, ast.AST):
+                self.visit(value)
+        return node
+
+
+def _drop_unread_loop_vars(tree: ast.Module) -> ast.Module:
+    """Jinja records loop-body ``{% set %}`` values in ``_loop_vars`` for calls made inside the
+    loop (``environment.call(..., _loop_vars=_loop_vars)``); without such calls nothing reads
+    it, and the dict and its stores cost ~0.2 us per iteration."""
+    written = {id(c) for n in ast.walk(tree) if _loop_vars_write(n) for c in ast.walk(n)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and node.id == "_loop_vars" and id(node) not in written:
+            return tree
+    return _DropStatements(_loop_vars_write).visit(tree)
+
+
+def _fast_code(
+    source: str, filename: str, statics: list[str] | None = None, clean_text: bool = False
+) -> Any:
+    """Jinja's generated Python with the fast paths above, compiled.
+
+    ``statics`` (single-pass text, see ``_emit_html_and_text``): the static text pieces the
+    ``_email_ts`` markers refer to; the markers are moved into the text buffer first.
+    ``clean_text``: see ``_text_structure_clean``.
+    """
+    tree = ast.parse(source, filename)
+    slots = _filter_slots(tree)
+    if statics is not None:
+        tree = _move_text_markers(tree, slots, statics, clean_text)
+    tree = _FastPaths(slots).visit(tree)
+    tree = _drop_eval_ctx_switches(tree)
+    tree = _drop_unread_loop_vars(tree)
+    return compile(ast.fix_missing_locations(tree), filename, "exec")
+
+
+def _join_values(parts: tuple[Any, ...]) -> Any:
+    for part in parts:
+        if type(part) is not str:
+            return markup_join(parts)
+    return "".join(parts)
+
+
+_FAST_GLOBALS = {
+    "escape": _fast_escape,
+    "_email_type": type,
+    "_email_dict": dict,
+    "_email_str": str,
+    "_email_isinstance": isinstance,
+    "_email_Undefined": Undefined,
+    "_email_escape_inner": _escape_inner,
+    "_email_http": ("https://", "http://"),
+    "_email_join": _join_values,
+    "_email_missing": object(),
+    "_email_text_value": _text_value,
+    "_email_text_checked": _text_checked,
+}
 
 
 # --------------------------------------------------------------------------------------------
@@ -1184,12 +1989,43 @@ _UNDEFINED_PATTERNS = (
 )
 
 
+def _code_names(code: CodeType) -> set[str]:
+    """Every global and attribute name the code (and the functions defined in it) uses."""
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, CodeType):
+            names |= _code_names(const)
+    return names
+
+
+class _EmailContext(Context):
+    """Jinja's Context without what the email template does not use (blocks, global keys),
+    sharing the renderer's EvalContext when the compiled code never reads or changes it."""
+
+    def __init__(
+        self, environment: Any, parent: dict[str, Any], name: str, eval_ctx: Any = None
+    ) -> None:
+        self.parent = parent
+        self.vars = {}
+        self.environment = environment
+        self.eval_ctx = eval_ctx if eval_ctx is not None else EvalContext(environment, name)
+        self.exported_vars = set()
+        self.name = name
+        self.globals_keys = set()
+        self.blocks = {}
+
+
 @dataclass(slots=True)
 class _Compiled:
     name: str
     template: Any
     spans: list[tuple[int, int, _Piece]]
     mtimes: dict[str, float]
+    # The environment's globals as one plain dict: Jinja's own new_context() copies them
+    # out of a ChainMap on every render (~12 us).
+    globals: dict[str, Any] = field(default_factory=dict)
+    # One EvalContext for every render when the compiled code never touches it.
+    eval_ctx: Any = None
 
     def origin(self, lineno: int) -> list[tuple[_Piece, int]]:
         return [
@@ -1216,6 +2052,8 @@ class EmailRenderer:
             _email_text=_text_value,
             _email_raw=_raw_value,
             _email_oneline=_one_line,
+            _email_ts=_text_marker,
+            _email_tv=_text_marker,
         )
         self._brand: dict[str, Any] = dict(self.config.brand)
         env.globals.update(
@@ -1231,6 +2069,7 @@ class EmailRenderer:
         if mailto and not mailto.lower().startswith("mailto:"):
             mailto = "mailto:" + mailto
         self._default_mailto = mailto
+        self._checked_mailto = mailto if mailto and not _BAD_HEADER_URL_RE.search(mailto) else None
         self._inliner = css_inline.CSSInliner(
             keep_at_rules=self.config.keep_media_queries,
             load_remote_stylesheets=False,
@@ -1285,6 +2124,35 @@ class EmailRenderer:
                 raise TemplateRenderError(
                     f"the template defines no {{% block {meta} %}}", template=name
                 )
+        doc, constructs = _html_document(flat.body)
+        try:
+            inlined = self._inliner.inline(doc)
+        except Exception as exc:  # css_inline.InlineError and parser errors
+            raise TemplateRenderError(f"CSS inlining failed: {exc}", template=name) from None
+        intervals = None
+        if SINGLE_PASS_TEXT and "text" not in flat.defs:
+            intervals = _single_pass_plan(_text_items(flat.body)[0], constructs)
+        if intervals is not None:
+            try:
+                return self._compile_source(flattener, flat, name, inlined, constructs, intervals)
+            except _SinglePassUnavailable:
+                pass
+        return self._compile_source(flattener, flat, name, inlined, constructs, None)
+
+    def _compile_source(
+        self,
+        flattener: _Flattener,
+        flat: _Flat,
+        name: str,
+        inlined: str,
+        constructs: list[_Piece],
+        intervals: list[list[tuple[str, Any]]] | None,
+    ) -> _Compiled:
+        """One template for subject, preheader, HTML and text (see the module docs).
+
+        With ``intervals`` the text part is written in the same pass as the HTML (each value is
+        looked up once per pass, not twice); without, it is a second capture after the HTML.
+        """
 
         def meta_pieces(block: str) -> list[_Piece]:
             out: list[_Piece] = []
@@ -1308,33 +2176,38 @@ class EmailRenderer:
             "{% endautoescape %}{% endset %}{% set subject = _email_subject|_email_oneline %}"
             "{% set preheader = _email_preheader|_email_oneline %}{% set _email_html %}"
         )
-        doc, constructs = _html_document(flat.body)
-        try:
-            inlined = self._inliner.inline(doc)
-        except Exception as exc:  # css_inline.InlineError and parser errors
-            raise TemplateRenderError(f"CSS inlining failed: {exc}", template=name) from None
-        _emit_html(builder, inlined, constructs, name)
-        builder.text("{% endset %}{% set _email_text %}{% autoescape false %}")
-        if "text" in flat.defs:
-            for p in meta_pieces("text"):
-                if p.kind == "text":
-                    builder.text(p.src)
-                else:
-                    _emit_text_piece(builder, p)
+        statics: list[str] | None = None
+        clean_text = False
+        if intervals is not None:
+            statics = []
+            clean_text = _text_structure_clean(intervals)
+            _emit_html_and_text(builder, inlined, constructs, name, intervals, statics)
+            builder.text("{% endset %}")
         else:
-            items, text_constructs = _text_items(flat.body)
-            for kind, value in items:
-                if kind == "s":
-                    builder.text(_jinja_literal(value))
-                else:
-                    _emit_text_piece(builder, text_constructs[value])
-        builder.text("{% endautoescape %}{% endset %}")
+            _emit_html(builder, inlined, constructs, name)
+            builder.text("{% endset %}{% set _email_text %}{% autoescape false %}")
+            if "text" in flat.defs:
+                for p in meta_pieces("text"):
+                    if p.kind == "text":
+                        builder.text(p.src)
+                    else:
+                        _emit_text_piece(builder, p)
+            else:
+                items, text_constructs = _text_items(flat.body)
+                for kind, value in items:
+                    if kind == "s":
+                        builder.text(_jinja_literal(value))
+                    else:
+                        _emit_text_piece(builder, text_constructs[value])
+            builder.text("{% endautoescape %}{% endset %}")
 
         source = builder.source()
         filename = f"<email {name}>"
         env = self.environment
         try:
-            code = env.compile(source, name, filename)
+            code = _fast_code(
+                env.compile(source, name, filename, raw=True), filename, statics, clean_text
+            )
         except TemplateSyntaxError as exc:
             where = _Compiled(name, None, builder.spans, {}).origin(exc.lineno or 0)
             piece, line = where[0] if where else (None, None)
@@ -1344,12 +2217,13 @@ class EmailRenderer:
                 lineno=line,
             ) from None
         template = env.template_class.from_code(env, code, env.make_globals(None), None)
-        template.root_render_func.__globals__["escape"] = _fast_escape
+        template.root_render_func.__globals__.update(_FAST_GLOBALS)
         mtimes = {}
         for filename_ in flat.files.values():
             with contextlib.suppress(OSError):
                 mtimes[filename_] = Path(filename_).stat().st_mtime
-        return _Compiled(name, template, builder.spans, mtimes)
+        shared = None if "eval_ctx" in _code_names(code) else EvalContext(env, name)
+        return _Compiled(name, template, builder.spans, mtimes, dict(template.globals), shared)
 
     # -- rendering
     def render(self, template_name: str, context: Mapping[str, Any]) -> RenderedEmail:
@@ -1390,7 +2264,9 @@ class EmailRenderer:
             context = {**context, "brand": {**self._brand, **brand}}
         template = compiled.template
         try:
-            ctx = template.new_context(context)
+            ctx = _EmailContext(
+                self.environment, {**compiled.globals, **context}, compiled.name, compiled.eval_ctx
+            )
             for _ in template.root_render_func(ctx):
                 pass
         except Exception as exc:
@@ -1406,10 +2282,11 @@ class EmailRenderer:
                 customer_id=_customer_id(context),
             )
         text = str(values["_email_text"]).strip()
-        if " \n" in text or "\n " in text or "\t\n" in text:
-            text = _LINE_END_SPACE_RE.sub("\n", text)
-        if "\n\n\n" in text:
-            text = _MANY_NEWLINES_RE.sub("\n\n", text)
+        if not values.get("_email_text_clean"):  # see _text_structure_clean
+            if " \n" in text or "\n " in text or "\t\n" in text:
+                text = _LINE_END_SPACE_RE.sub("\n", text)
+            if "\n\n\n" in text:
+                text = _MANY_NEWLINES_RE.sub("\n\n", text)
         headers = self._headers(compiled, context, warnings)
         return RenderedEmail(
             subject, preheader, str(values["_email_html"]), text, headers, warnings
@@ -1419,7 +2296,11 @@ class EmailRenderer:
         self, compiled: _Compiled, context: dict[str, Any], warnings: list[str]
     ) -> dict[str, str]:
         links = context.get("links")
-        url = links.get("unsubscribe_url") if isinstance(links, Mapping) else None
+        url = (
+            links.get("unsubscribe_url")
+            if type(links) is dict or isinstance(links, Mapping)
+            else None
+        )
         if not url:
             raise TemplateRenderError(
                 "links.unsubscribe_url is required (List-Unsubscribe header)",
@@ -1431,7 +2312,10 @@ class EmailRenderer:
         mailto = links.get("unsubscribe_mailto") or self._default_mailto  # type: ignore[union-attr]
         if mailto and not str(mailto).lower().startswith("mailto:"):
             mailto = "mailto:" + str(mailto)
+        checked = self._checked_mailto
         for value in (url, mailto):
+            if value is checked:  # the configured address, checked once
+                continue
             if value and (_BAD_HEADER_URL_RE.search(value) or value == "#"):
                 raise TemplateRenderError(
                     f"unusable List-Unsubscribe URL {value!r}",
@@ -1439,7 +2323,7 @@ class EmailRenderer:
                     variable="links.unsubscribe_url",
                     customer_id=_customer_id(context),
                 )
-        header = f"<{url.replace(',', '%2C')}>"
+        header = f"<{url.replace(',', '%2C') if ',' in url else url}>"
         if mailto:
             header += f", <{mailto.replace(',', '%2C')}>"
         headers = {"List-Unsubscribe": header}

@@ -1,5 +1,6 @@
 """`config/models.yaml`, typed: propensity horizons, gates and XGBoost params; ALS settings;
-lifecycle (BG/NBD + Gamma-Gamma) horizon, holdout and churn-band thresholds."""
+lifecycle (BG/NBD + Gamma-Gamma) horizon, holdout and churn-band thresholds; send-time
+optimisation (prior strengths, smoothing, evaluation holdout)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personalization_assets.defs.models.propensity import PropensityParams
 from personalization_assets.defs.models.recommendations import AlsParams, InteractionWeights
+from personalization_assets.defs.models.send_time import SendTimeParams
 
 
 class _Strict(BaseModel):
@@ -77,6 +79,7 @@ class ModelSettings(_Strict):
     propensity: PropensitySettings
     recommendations: RecommendationSettings = RecommendationSettings()
     lifecycle: LifecycleSettings = LifecycleSettings()
+    send_time: SendTimeParams = SendTimeParams()
 
     def label_horizons(self) -> list[int]:
         return sorted({self.propensity.churn.horizon_days, self.propensity.purchase.horizon_days})
