@@ -372,7 +372,7 @@ def test_a_rerun_renders_only_payloads_whose_inputs_changed(sample_shop, tmp_pat
     incremental = con.execute(
         "select idempotency_key, subject, html, text from campaigns.email_payloads order by 1"
     ).fetchall()
-    assert any("Zoë" in row[2] for row in incremental)
+    assert any("Zoë" in row[3] for row in incremental)  # the text part keeps non-ASCII as is
     render("v2")  # a full re-render gives the same payloads
     full = con.execute(
         "select idempotency_key, subject, html, text from campaigns.email_payloads order by 1"
@@ -383,3 +383,27 @@ def test_a_rerun_renders_only_payloads_whose_inputs_changed(sample_shop, tmp_pat
         len(p.read_text().splitlines()) for p in (tmp_path / "output" / "payloads").rglob("*.jsonl")
     )
     assert lines == len(full)
+
+
+def test_scheduled_payloads_land_at_local_daytime_after_the_decision(sample_shop):
+    rows = sample_shop.query(
+        """
+        select p.send_at, d.clock, c.timezone
+        from campaigns.email_payloads p
+        join campaigns.campaign_decisions d using (idempotency_key)
+        join main.dim_customers c on c.customer_id = p.customer_id
+        where p.campaign_id = 'weekly_newsletter'
+        """
+    )
+    assert rows
+    unscheduled = sample_shop.query(
+        "select count(*) from campaigns.email_payloads "
+        "where campaign_id != 'weekly_newsletter' and send_at is not null"
+    )[0][0]
+    assert unscheduled == 0
+    from zoneinfo import ZoneInfo
+
+    for send_at, clock, zone in rows:
+        assert send_at is not None and send_at >= clock
+        local = send_at.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zone))
+        assert 8 <= local.hour < 21, (send_at, zone)

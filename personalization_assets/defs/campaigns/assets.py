@@ -181,7 +181,11 @@ def _over_cap(con, send_date: dt.date, campaigns: CampaignsConfig) -> int:
 
 @dg.asset(
     key=PAYLOADS_KEY,
-    deps=[DECISIONS_KEY, dg.AssetKey(["models", "product_recommendations"])],
+    deps=[
+        DECISIONS_KEY,
+        dg.AssetKey(["models", "product_recommendations"]),
+        dg.AssetKey(["models", "send_time_preferences"]),
+    ],
     group_name=GROUP,
     owners=OWNERS,
     kinds={"duckdb", "python"},
@@ -214,7 +218,7 @@ def email_payloads(
         )
     )
     with warehouse.connect() as con:
-        _, send_date = _clock(con, config)
+        clock, send_date = _clock(con, config)
         versions = _model_versions(con)
         summary = payloads.render_payloads(
             con,
@@ -225,6 +229,8 @@ def email_payloads(
             output_dir=paths.output_dir(),
             model_versions=versions,
             template_version=_template_version(),
+            clock=clock,
+            schedules={c.id: c.schedule for c in campaigns.campaigns},
         )
         mismatched = con.execute(
             """

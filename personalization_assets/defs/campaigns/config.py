@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from personalization_assets.contract import EVENT_TYPES
+from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.segments import rules
 
 TriggerType = Literal["batch", "cart_abandonment", "birthday", "win_back", "dormant"]
@@ -61,6 +62,8 @@ class Campaign(_Strict):
     holdout_fraction: float = Field(0.0, ge=0, lt=1)
     variants: list[Variant] = Field(min_length=1)
     decision_rules: list[DecisionRule] = Field(min_length=1)
+    # When to deliver (recipient-local time, quiet hours, best hour); None = due at decision time.
+    schedule: ScheduleSpec | None = None
 
 
 class FrequencyCap(_Strict):

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
+from personalization_assets.defs.campaigns import timing
 from personalization_assets.defs.campaigns.links import email_links
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
+from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "campaigns"
@@ -28,7 +31,7 @@ create table if not exists {SCHEMA}.email_payloads (
     idempotency_key varchar primary key, send_date date, campaign_id varchar, customer_id varchar,
     variant varchar, rule varchar, template varchar, to_address varchar, subject varchar,
     preheader varchar, html varchar, text varchar, headers varchar, model_versions varchar,
-    status varchar, error varchar, rendered_at timestamp, content_key varchar)
+    status varchar, error varchar, rendered_at timestamp, content_key varchar, send_at timestamp)
 """
 RECOMMENDATIONS = "models.product_recommendations"
 
@@ -65,12 +68,19 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         if table_exists(con, "models", "similar_products")
         else "null"
     )
+    best_hour = (
+        """(select s.best_local_hour from models.send_time_preferences s
+             where s.customer_id = d.customer_id)"""
+        if table_exists(con, "models", "send_time_preferences")
+        else "null"
+    )
     return (
         con.sql(
             f"""
         select
             d.idempotency_key, d.campaign_id, d.customer_id, d.variant, d.rule, d.template,
             contacts.email, contacts.first_name,
+            customers.timezone, customers.country, {best_hour} as best_local_hour,
             f.tracking_consent as behavioral_allowed,
             case when d.trigger_product_id is not null then {similar} else {recs} end
                 as recommendations,
@@ -84,6 +94,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         from {SCHEMA}.campaign_decisions d
         join main.dim_customer_contacts contacts using (customer_id)
         join main.customer_features f using (customer_id)
+        left join main.dim_customers customers using (customer_id)
         where d.send_date = ? and d.status = 'send'
         order by d.campaign_id, d.customer_id
         """,
@@ -147,6 +158,8 @@ def render_payloads(
     output_dir: Path,
     model_versions: dict[str, str] | None = None,
     template_version: str = "",
+    clock: dt.datetime | None = None,
+    schedules: dict[str, ScheduleSpec | None] | None = None,
 ) -> PayloadSummary:
     """Render every `send` decision of the date; write the table and one JSONL per campaign.
 
@@ -154,13 +167,16 @@ def render_payloads(
     decision, recipient tokens, products, model versions, template sources). A payload whose key
     is unchanged since the last run is kept as it is instead of being rendered again, so a
     sensor run after a few new events re-renders only the affected recipients. The result is the
-    same as rendering everything.
+    same as rendering everything. `send_at` (UTC) comes from each campaign's `schedule`
+    (recipient-local time, quiet hours, best hour) at `clock`; null = due now.
     """
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(PAYLOADS_DDL)
     # Tables created before payloads were keyed by content.
-    con.execute(f"alter table {SCHEMA}.email_payloads add column if not exists content_key varchar")
+    for column in ("content_key varchar", "send_at timestamp"):
+        con.execute(f"alter table {SCHEMA}.email_payloads add column if not exists {column}")
     rows = load_send_rows(con, send_date)
+    _schedule(rows, schedules or {}, clock)
     versions = json.dumps(model_versions or {}, sort_keys=True)
     stored = dict(
         con.execute(
@@ -206,6 +222,19 @@ def render_payloads(
     }
     summary.jsonl_files = _write_jsonl(con, send_date, changed | missing, folder)
     return summary
+
+
+def _schedule(
+    rows: list[dict[str, Any]], schedules: dict[str, ScheduleSpec | None], clock: dt.datetime | None
+) -> None:
+    """Set each row's `send_at` (naive UTC, or None = due now) from its campaign's schedule."""
+    if not rows or clock is None or not any(schedules.values()):
+        for row in rows:
+            row["send_at"] = None
+        return
+    planned = timing.schedule_sends(pd.DataFrame(rows), schedules, clock)
+    for row, send_at in zip(rows, planned, strict=True):
+        row["send_at"] = None if pd.isna(send_at) else send_at.to_pydatetime()
 
 
 def _content_key(row: dict[str, Any], versions: str, template_version: str) -> str:
@@ -265,6 +294,7 @@ def _record(row, result, send_date, versions, now) -> dict[str, Any]:
         "error": str(result) if failed else None,
         "rendered_at": now,
         "content_key": row["content_key"],
+        "send_at": row["send_at"],
     }
 
 
