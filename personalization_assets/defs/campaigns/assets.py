@@ -21,6 +21,7 @@ from personalization_assets.defs.warehouse.resources import (
     WarehouseResource,
 )
 from personalization_assets.defs.warehouse.summary import table_exists
+from personalization_assets.settings import load_pipeline_settings
 
 GROUP = "campaigns"
 OWNERS = ["team:crm-marketing"]
@@ -120,7 +121,17 @@ def campaign_decisions(
 
         campaigns = load_validated_campaigns(project_config.path, feature_schema(con))
         clock, send_date = _clock(con, config)
-        summary = decisions.build_decisions(con, campaigns, send_date=send_date, clock=clock)
+        summary = decisions.build_decisions(
+            con,
+            campaigns,
+            send_date=send_date,
+            clock=clock,
+            measurement=load_pipeline_settings(project_config.path).measurement,
+        )
+        rollouts = con.execute(
+            "select campaign_id, winner, reason, decided_at from campaigns.rollout_decisions "
+            "order by campaign_id"
+        ).fetchall()
         opted_out = _opted_out_sends(con, send_date)
         over_cap = _over_cap(con, send_date, campaigns)
     statuses = sorted({status for _, status in summary.counts})
@@ -133,6 +144,14 @@ def campaign_decisions(
             "send_date": str(send_date),
             "clock": str(clock),
             "decisions": dg.MetadataValue.md("\n".join(table)),
+            "rollout_decisions": dg.MetadataValue.md(
+                "\n".join(
+                    ["| campaign | winner | reason | decided at |", "|---|---|---|---|"]
+                    + [f"| {c} | {w} | {r} | {d} |" for c, w, r, d in rollouts]
+                )
+                if rollouts
+                else "no test-then-winner decision yet"
+            ),
             "sends": sum(n for (_, s), n in summary.counts.items() if s == "send"),
             "dagster/row_count": sum(summary.counts.values()),
         }
