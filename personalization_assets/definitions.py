@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import dagster as dg
-from dagster_dbt import DbtCliResource
 
 from personalization_assets.defs.delivery.resources import SenderResource
 from personalization_assets.defs.warehouse.project import dbt_executable, dbt_project
 from personalization_assets.defs.warehouse.resources import (
     LandingZoneResource,
     ProjectConfigResource,
+    WarehouseDbtResource,
     WarehouseResource,
 )
 
@@ -25,7 +25,9 @@ def defs() -> dg.Definitions:
                 "warehouse": WarehouseResource(),
                 "landing_zone": LandingZoneResource(),
                 "project_config": ProjectConfigResource(),
-                "dbt": DbtCliResource(project_dir=dbt_project, dbt_executable=dbt_executable()),
+                "dbt": WarehouseDbtResource(
+                    project_dir=dbt_project, dbt_executable=dbt_executable()
+                ),
                 "sender": SenderResource(),
             }
         ),

@@ -325,3 +325,85 @@ def _payload_keys(database):
         return keys
     finally:
         con.close()
+
+
+def test_a_rerun_renders_only_payloads_whose_inputs_changed(sample_shop, tmp_path):
+    from personalization_assets.defs.campaigns import payloads
+    from personalization_assets.defs.campaigns.assets import TEMPLATES_DIR
+    from personalization_assets.defs.campaigns.rendering import EmailRenderer, RendererConfig
+
+    database = tmp_path / "warehouse.duckdb"
+    shutil.copy(sample_shop.database, database)
+    con = duckdb.connect(str(database))
+    con.execute("set TimeZone = 'UTC'")
+    send_date, customer = con.execute(
+        "select send_date, min(customer_id) from campaigns.email_payloads group by 1"
+    ).fetchall()[0]
+    defaults = load_campaigns_config(paths.config_dir() / "campaigns.yaml").defaults
+    renderer = EmailRenderer(
+        RendererConfig(
+            templates_dir=TEMPLATES_DIR, brand=defaults.brand, base_url=defaults.base_url
+        )
+    )
+
+    def render(version):
+        return payloads.render_payloads(
+            con,
+            renderer,
+            send_date=send_date,
+            base_url=defaults.base_url,
+            campaign_names={},
+            output_dir=tmp_path / "output",
+            template_version=version,
+        )
+
+    first = render("v1")
+    total = first.rendered + first.reused
+    assert first.failed == 0 and first.rendered == total > 0  # new version: all rendered
+    con.execute(
+        "update main.dim_customer_contacts set first_name = 'Zoë' where customer_id = ?",
+        [customer],
+    )
+    second = render("v1")
+    per_key = con.execute(
+        "select count(*) from campaigns.email_payloads where customer_id = ?", [customer]
+    ).fetchall()[0][0]
+    assert (second.rendered, second.reused) == (per_key, total - per_key)
+    incremental = con.execute(
+        "select idempotency_key, subject, html, text from campaigns.email_payloads order by 1"
+    ).fetchall()
+    assert any("Zoë" in row[3] for row in incremental)  # the text part keeps non-ASCII as is
+    render("v2")  # a full re-render gives the same payloads
+    full = con.execute(
+        "select idempotency_key, subject, html, text from campaigns.email_payloads order by 1"
+    ).fetchall()
+    con.close()
+    assert full == incremental
+    lines = sum(
+        len(p.read_text().splitlines()) for p in (tmp_path / "output" / "payloads").rglob("*.jsonl")
+    )
+    assert lines == len(full)
+
+
+def test_scheduled_payloads_land_at_local_daytime_after_the_decision(sample_shop):
+    rows = sample_shop.query(
+        """
+        select p.send_at, d.clock, c.timezone
+        from campaigns.email_payloads p
+        join campaigns.campaign_decisions d using (idempotency_key)
+        join main.dim_customers c on c.customer_id = p.customer_id
+        where p.campaign_id = 'weekly_newsletter'
+        """
+    )
+    assert rows
+    unscheduled = sample_shop.query(
+        "select count(*) from campaigns.email_payloads "
+        "where campaign_id != 'weekly_newsletter' and send_at is not null"
+    )[0][0]
+    assert unscheduled == 0
+    from zoneinfo import ZoneInfo
+
+    for send_at, clock, zone in rows:
+        assert send_at is not None and send_at >= clock
+        local = send_at.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zone))
+        assert 8 <= local.hour < 21, (send_at, zone)

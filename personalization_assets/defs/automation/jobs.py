@@ -29,6 +29,7 @@ NIGHTLY_ONLY = dg.AssetSelection.assets(
     ["features", "training_labels"],
     ["features", "feature_snapshot_dates"],
     ["models", "customer_lifecycle"],
+    ["models", "send_time_preferences"],
 )
 
 event_refresh_job = dg.define_asset_job(

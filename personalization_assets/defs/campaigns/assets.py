@@ -1,6 +1,7 @@
 """Campaigns group: decisions (who, which rule, which variant, or why not) and rendered payloads."""
 
 import datetime as dt
+import hashlib
 
 import dagster as dg
 
@@ -22,6 +23,7 @@ from personalization_assets.defs.warehouse.resources import (
     WarehouseResource,
 )
 from personalization_assets.defs.warehouse.summary import table_exists
+from personalization_assets.settings import load_pipeline_settings
 
 GROUP = "campaigns"
 OWNERS = ["team:crm-marketing"]
@@ -48,6 +50,16 @@ def load_validated_campaigns(config_dir, schema) -> CampaignsConfig:
 
 # Fail at load time, in the UI, when the shipped campaign file is invalid.
 load_validated_campaigns(paths.config_dir(), manifest_feature_schema(dbt_project.manifest_path))
+
+
+def _template_version() -> str:
+    """A hash of every template source: editing a template re-renders its payloads."""
+    digest = hashlib.sha256()
+    for path in sorted(TEMPLATES_DIR.rglob("*")):
+        if path.is_file():
+            digest.update(path.relative_to(TEMPLATES_DIR).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class CampaignRunConfig(dg.Config):
@@ -111,7 +123,17 @@ def campaign_decisions(
 
         campaigns = load_validated_campaigns(project_config.path, feature_schema(con))
         clock, send_date = _clock(con, config)
-        summary = decisions.build_decisions(con, campaigns, send_date=send_date, clock=clock)
+        summary = decisions.build_decisions(
+            con,
+            campaigns,
+            send_date=send_date,
+            clock=clock,
+            measurement=load_pipeline_settings(project_config.path).measurement,
+        )
+        rollouts = con.execute(
+            "select campaign_id, winner, reason, decided_at from campaigns.rollout_decisions "
+            "order by campaign_id"
+        ).fetchall()
         opted_out = _opted_out_sends(con, send_date)
         over_cap = _over_cap(con, send_date, campaigns)
     statuses = sorted({status for _, status in summary.counts})
@@ -124,6 +146,14 @@ def campaign_decisions(
             "send_date": str(send_date),
             "clock": str(clock),
             "decisions": dg.MetadataValue.md("\n".join(table)),
+            "rollout_decisions": dg.MetadataValue.md(
+                "\n".join(
+                    ["| campaign | winner | reason | decided at |", "|---|---|---|---|"]
+                    + [f"| {c} | {w} | {r} | {d} |" for c, w, r, d in rollouts]
+                )
+                if rollouts
+                else "no test-then-winner decision yet"
+            ),
             "sends": sum(n for (_, s), n in summary.counts.items() if s == "send"),
             "dagster/row_count": sum(summary.counts.values()),
         }
@@ -172,7 +202,11 @@ def _over_cap(con, send_date: dt.date, campaigns: CampaignsConfig) -> int:
 
 @dg.asset(
     key=PAYLOADS_KEY,
-    deps=[DECISIONS_KEY, dg.AssetKey(["models", "product_recommendations"])],
+    deps=[
+        DECISIONS_KEY,
+        dg.AssetKey(["models", "product_recommendations"]),
+        dg.AssetKey(["models", "send_time_preferences"]),
+    ],
     group_name=GROUP,
     owners=OWNERS,
     kinds={"duckdb", "python"},
@@ -205,7 +239,7 @@ def email_payloads(
         )
     )
     with warehouse.connect() as con:
-        _, send_date = _clock(con, config)
+        clock, send_date = _clock(con, config)
         versions = _model_versions(con)
         summary = payloads.render_payloads(
             con,
@@ -215,6 +249,9 @@ def email_payloads(
             campaign_names={c.id: c.name for c in campaigns.campaigns},
             output_dir=paths.output_dir(),
             model_versions=versions,
+            template_version=_template_version(),
+            clock=clock,
+            schedules={c.id: c.schedule for c in campaigns.campaigns},
         )
         mismatched = con.execute(
             """
@@ -235,13 +272,14 @@ def email_payloads(
         metadata={
             "send_date": str(send_date),
             "rendered": summary.rendered,
+            "unchanged_kept": summary.reused,
             "render_failed": summary.failed,
             "per_variant": dg.MetadataValue.md("\n".join(per_variant)),
             "jsonl": dg.MetadataValue.md(
                 "\n".join(f"- `{p}`" for p in summary.jsonl_files) or "none"
             ),
             "model_versions": dg.MetadataValue.json(versions),
-            "dagster/row_count": summary.rendered + summary.failed,
+            "dagster/row_count": summary.rendered + summary.reused + summary.failed,
         }
     )
     yield dg.AssetCheckResult(

@@ -15,6 +15,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
 from personalization_assets.contract import EVENT_TYPES
+from personalization_assets.defs.campaigns.rollout import RolloutSpec
+from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.segments import rules
 
 TriggerType = Literal["batch", "cart_abandonment", "birthday", "win_back", "dormant"]
@@ -61,6 +63,10 @@ class Campaign(_Strict):
     holdout_fraction: float = Field(0.0, ge=0, lt=1)
     variants: list[Variant] = Field(min_length=1)
     decision_rules: list[DecisionRule] = Field(min_length=1)
+    # When to deliver (recipient-local time, quiet hours, best hour); None = due at decision time.
+    schedule: ScheduleSpec | None = None
+    # A/B test-then-winner: variants to a test share, then the winner to everyone else.
+    rollout: RolloutSpec | None = None
 
 
 class FrequencyCap(_Strict):
@@ -319,6 +325,13 @@ def validate_campaigns(
             problems.append(f"{where}: variant weights sum to {total:g}, not 1")
         if len({v.name for v in campaign.variants}) != len(campaign.variants):
             problems.append(f"{where}: duplicate variant names")
+        if campaign.rollout and campaign.rollout.default_variant not in {
+            v.name for v in campaign.variants
+        }:
+            problems.append(
+                f"{where}: rollout default_variant '{campaign.rollout.default_variant}' is not "
+                "one of its variants"
+            )
         for segment in campaign.audience.include_segments + campaign.audience.exclude_segments:
             if segment not in known_segments:
                 problems.append(

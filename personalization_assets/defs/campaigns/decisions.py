@@ -21,10 +21,13 @@ from dataclasses import dataclass
 
 import duckdb
 
+from personalization_assets.defs.campaigns import rollout
 from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig
+from personalization_assets.defs.campaigns.rollout import rollout_bucket_sql
 from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
 from personalization_assets.defs.segments import rules
 from personalization_assets.defs.warehouse.summary import table_exists
+from personalization_assets.settings import MeasurementSettings
 
 SCHEMA = "campaigns"
 FEATURES = PROFILE_VIEW  # customer_features + lifecycle predictions
@@ -51,6 +54,7 @@ class DecisionSummary:
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(DECISIONS_DDL)
+    con.execute(ROLLOUT_DDL)
     # Warehouses built before planned shares were recorded (the SRM check of the holdout needs them).
     con.execute(
         f"alter table {SCHEMA}.campaign_decisions add column if not exists planned_share double"
@@ -67,9 +71,10 @@ def trigger_sql(campaign: Campaign) -> str:
     """Candidates `(customer_id, trigger_key, trigger_product_id)` for a campaign at `$clock`."""
     trigger = campaign.trigger
     if trigger.type == "batch":
+        # A test-then-winner campaign is one send per customer, whatever the day.
+        key = _literal(campaign.id) if campaign.rollout else "cast($send_date as varchar)"
         return (
-            "select customer_id, cast($send_date as varchar) as trigger_key, "
-            f"null as trigger_product_id from {FEATURES}"
+            f"select customer_id, {key} as trigger_key, null as trigger_product_id from {FEATURES}"
         )
     if trigger.type == "cart_abandonment":
         return f"""
@@ -168,16 +173,29 @@ def _planned_share_case(campaign: Campaign, bucket: str) -> str:
     return f"case {_variant_case(campaign, bucket)} " + " ".join(branches) + " end"
 
 
-def _campaign_candidates_sql(campaign: Campaign) -> str:
+def _rollout_variant_sql(campaign: Campaign, variant: str, winner: str | None) -> str:
+    """Test phase: the A/B split; remainder: the winner once decided, else `awaiting_winner`."""
+    spec = campaign.rollout
+    in_test = (
+        f"{rollout_bucket_sql(_literal(campaign.id), 'c.customer_id')} < {spec.test_fraction!r}"
+    )
+    remainder = _literal(winner) if winner else "'awaiting_winner'"
+    return f"case when {in_test} then {variant} else {remainder} end"
+
+
+def _campaign_candidates_sql(campaign: Campaign, winner: str | None = None) -> str:
     rule_case, template_case = _rule_case(campaign)
     key = f"{_literal(campaign.id + ':')} || c.customer_id"
+    variant = _variant_case(campaign, bucket_sql(key))
+    if campaign.rollout:
+        variant = _rollout_variant_sql(campaign, variant, winner)
     return f"""
         select
             {_literal(campaign.id)} as campaign_id,
             {int(campaign.priority)} as priority,
             c.customer_id, c.trigger_key, c.trigger_product_id,
             rule, {template_case} as template,
-            {_variant_case(campaign, bucket_sql(key))} as variant,
+            {variant} as variant,
             {_planned_share_case(campaign, bucket_sql(key))} as planned_share
         from (
             select c.*, {rule_case} as rule
@@ -194,6 +212,7 @@ def build_decisions(
     *,
     send_date: dt.date,
     clock: dt.datetime,
+    measurement: MeasurementSettings | None = None,
 ) -> DecisionSummary:
     """Replace `campaign_decisions` rows of `send_date` with fresh decisions at `clock`."""
     ensure_tables(con)
@@ -202,7 +221,12 @@ def build_decisions(
     campaigns = config.enabled
     if campaigns:
         cap = config.defaults.frequency_cap
-        candidates = "\nunion all\n".join(_campaign_candidates_sql(c) for c in campaigns)
+        winners = decide_rollouts(
+            con, campaigns, clock=clock, measurement=measurement or MeasurementSettings()
+        )
+        candidates = "\nunion all\n".join(
+            _campaign_candidates_sql(c, winners.get(c.id)) for c in campaigns
+        )
         con.execute(
             f"""
             insert into {SCHEMA}.campaign_decisions
@@ -247,11 +271,11 @@ def build_decisions(
                     eligibility.*,
                     case
                         when exclusion is null and not already_sent and rule is not null
-                             and variant != 'holdout'
+                             and variant not in ('holdout', 'awaiting_winner')
                         then row_number() over (
                             partition by eligibility.customer_id,
                                 exclusion is null and not already_sent and rule is not null
-                                and variant != 'holdout'
+                                and variant not in ('holdout', 'awaiting_winner')
                             order by priority, campaign_id)
                     end as send_rank
                 from eligibility
@@ -265,6 +289,7 @@ def build_decisions(
                     when already_sent then 'already_sent'
                     when rule is null then 'no_rule'
                     when variant = 'holdout' then 'holdout'
+                    when variant = 'awaiting_winner' then 'awaiting_winner'
                     when coalesce(prior_sends.sends, 0) + send_rank > {int(cap.max_emails)} then 'capped'
                     else 'send'
                 end as status,
@@ -293,6 +318,83 @@ def build_decisions(
         ).fetchall()
     }
     return DecisionSummary(send_date=send_date, clock=clock, counts=counts)
+
+
+ROLLOUT_DDL = f"""
+create table if not exists {SCHEMA}.rollout_decisions (
+    campaign_id varchar primary key, winner varchar, reason varchar, decided_at timestamp,
+    decision_json varchar)
+"""
+
+
+def decide_rollouts(
+    con: duckdb.DuckDBPyConnection,
+    campaigns: list[Campaign],
+    *,
+    clock: dt.datetime,
+    measurement: MeasurementSettings,
+) -> dict[str, str]:
+    """campaign id → winner for every test-then-winner campaign decided by `clock`.
+
+    The test phase starts with the campaign's first `send` decision. Once `wait_hours` have
+    passed, the test recipients' responses (attribution rules of the measurement group) decide
+    the winner (`rollout.decide_winner`), recorded once in `campaigns.rollout_decisions` and
+    never re-decided: a rerun or backfill reads the recorded decision.
+    """
+    winners: dict[str, str] = {}
+    for campaign in [c for c in campaigns if c.rollout]:
+        recorded = con.execute(
+            f"select decision_json from {SCHEMA}.rollout_decisions where campaign_id = ?",
+            [campaign.id],
+        ).fetchall()
+        if recorded:
+            winners[campaign.id] = rollout.RolloutDecision.from_json(recorded[0][0]).winner
+            continue
+        started = con.execute(
+            f"""select min(clock) from {SCHEMA}.campaign_decisions
+                where campaign_id = ? and status = 'send'""",
+            [campaign.id],
+        ).fetchall()[0][0]
+        if started is None:
+            continue
+        decision = rollout.decide_winner(
+            campaign.id,
+            _test_phase_results(con, campaign, measurement),
+            campaign.rollout,
+            test_started=started,
+            now=clock,
+        )
+        if decision is None:
+            continue
+        con.execute(
+            f"insert into {SCHEMA}.rollout_decisions values (?, ?, ?, ?, ?) on conflict do nothing",
+            [campaign.id, decision.winner, decision.reason, clock, decision.to_json()],
+        )
+        winners[campaign.id] = decision.winner
+    return winners
+
+
+def _test_phase_results(
+    con: duckdb.DuckDBPyConnection, campaign: Campaign, measurement: MeasurementSettings
+):
+    """One row per test-phase recipient: variant, delivered, opened, clicked, converted, revenue."""
+    from personalization_assets.defs.measurement.attribution import recipient_outcomes
+
+    outcomes, _ = recipient_outcomes(
+        con,
+        window_days=measurement.attribution_window_days,
+        max_clicks_per_minute=measurement.max_clicks_per_minute,
+    )
+    sent = {
+        row[0]
+        for row in con.execute(
+            f"""select customer_id from {SCHEMA}.campaign_decisions
+                where campaign_id = ? and status = 'send'""",
+            [campaign.id],
+        ).fetchall()
+    }
+    frame = outcomes[(outcomes["campaign_id"] == campaign.id) & outcomes["customer_id"].isin(sent)]
+    return frame.reset_index(drop=True)
 
 
 def _journey_sends(con: duckdb.DuckDBPyConnection) -> str:

@@ -8,6 +8,7 @@ addresses are read from the restricted `dim_customer_contacts` only here, at ren
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,10 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
+from personalization_assets.defs.campaigns import timing
 from personalization_assets.defs.campaigns.links import email_links
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
+from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "campaigns"
@@ -27,7 +31,7 @@ create table if not exists {SCHEMA}.email_payloads (
     idempotency_key varchar primary key, send_date date, campaign_id varchar, customer_id varchar,
     variant varchar, rule varchar, template varchar, to_address varchar, subject varchar,
     preheader varchar, html varchar, text varchar, headers varchar, model_versions varchar,
-    status varchar, error varchar, rendered_at timestamp)
+    status varchar, error varchar, rendered_at timestamp, content_key varchar, send_at timestamp)
 """
 RECOMMENDATIONS = "models.product_recommendations"
 
@@ -36,6 +40,7 @@ RECOMMENDATIONS = "models.product_recommendations"
 class PayloadSummary:
     rendered: int = 0
     failed: int = 0
+    reused: int = 0  # unchanged inputs: the stored payload is kept, not rendered again
     errors: dict[str, str] = field(default_factory=dict)  # template → first error
     jsonl_files: list[Path] = field(default_factory=list)
     per_campaign: dict[tuple[str, str], int] = field(default_factory=dict)
@@ -63,12 +68,19 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         if table_exists(con, "models", "similar_products")
         else "null"
     )
+    best_hour = (
+        """(select s.best_local_hour from models.send_time_preferences s
+             where s.customer_id = d.customer_id)"""
+        if table_exists(con, "models", "send_time_preferences")
+        else "null"
+    )
     return (
         con.sql(
             f"""
         select
             d.idempotency_key, d.campaign_id, d.customer_id, d.variant, d.rule, d.template,
             contacts.email, contacts.first_name,
+            customers.timezone, customers.country, {best_hour} as best_local_hour,
             f.tracking_consent as behavioral_allowed,
             case when d.trigger_product_id is not null then {similar} else {recs} end
                 as recommendations,
@@ -82,6 +94,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         from {SCHEMA}.campaign_decisions d
         join main.dim_customer_contacts contacts using (customer_id)
         join main.customer_features f using (customer_id)
+        left join main.dim_customers customers using (customer_id)
         where d.send_date = ? and d.status = 'send'
         order by d.campaign_id, d.customer_id
         """,
@@ -144,17 +157,47 @@ def render_payloads(
     campaign_names: dict[str, str],
     output_dir: Path,
     model_versions: dict[str, str] | None = None,
+    template_version: str = "",
+    clock: dt.datetime | None = None,
+    schedules: dict[str, ScheduleSpec | None] | None = None,
 ) -> PayloadSummary:
-    """Render every `send` decision of the date; write the table and one JSONL per campaign."""
+    """Render every `send` decision of the date; write the table and one JSONL per campaign.
+
+    Each payload stores a `content_key`: a hash of everything its rendering depends on (the
+    decision, recipient tokens, products, model versions, template sources). A payload whose key
+    is unchanged since the last run is kept as it is instead of being rendered again, so a
+    sensor run after a few new events re-renders only the affected recipients. The result is the
+    same as rendering everything. `send_at` (UTC) comes from each campaign's `schedule`
+    (recipient-local time, quiet hours, best hour) at `clock`; null = due now.
+    """
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(PAYLOADS_DDL)
+    # Tables created before payloads were keyed by content.
+    for column in ("content_key varchar", "send_at timestamp"):
+        con.execute(f"alter table {SCHEMA}.email_payloads add column if not exists {column}")
     rows = load_send_rows(con, send_date)
-    by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        by_template[row["template"]].append(row)
-    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    _schedule(rows, schedules or {}, clock)
     versions = json.dumps(model_versions or {}, sort_keys=True)
+    stored = dict(
+        con.execute(
+            f"""select idempotency_key, content_key from {SCHEMA}.email_payloads
+                where send_date = ? and status = 'rendered'""",
+            [send_date],
+        ).fetchall()
+    )
+    by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
     summary = PayloadSummary()
+    kept: list[str] = []
+    for row in rows:
+        row["content_key"] = _content_key(row, versions, template_version)
+        key = (row["campaign_id"], row["variant"])
+        summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
+        if stored.get(row["idempotency_key"]) == row["content_key"]:
+            kept.append(row["idempotency_key"])
+        else:
+            by_template[row["template"]].append(row)
+    summary.reused = len(kept)
+    now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
     records = []
     for template, template_rows in sorted(by_template.items()):
         contexts = [
@@ -168,17 +211,66 @@ def render_payloads(
             if isinstance(result, TemplateRenderError):
                 summary.failed += 1
                 summary.errors.setdefault(template, str(result))
+                key = (row["campaign_id"], row["variant"])
+                summary.per_campaign[key] -= 1
             else:
                 summary.rendered += 1
-                key = (row["campaign_id"], row["variant"])
-                summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
-    con.execute(f"delete from {SCHEMA}.email_payloads where send_date = ?", [send_date])
+    folder = output_dir / "payloads" / f"send_date={send_date}"
+    changed = _replace_rows(con, send_date, kept, records)
+    missing = {
+        r["campaign_id"] for r in rows if not (folder / f"{r['campaign_id']}.jsonl").exists()
+    }
+    summary.jsonl_files = _write_jsonl(con, send_date, changed | missing, folder)
+    return summary
+
+
+def _schedule(
+    rows: list[dict[str, Any]], schedules: dict[str, ScheduleSpec | None], clock: dt.datetime | None
+) -> None:
+    """Set each row's `send_at` (naive UTC, or None = due now) from its campaign's schedule."""
+    if not rows or clock is None or not any(schedules.values()):
+        for row in rows:
+            row["send_at"] = None
+        return
+    planned = timing.schedule_sends(pd.DataFrame(rows), schedules, clock)
+    for row, send_at in zip(rows, planned, strict=True):
+        row["send_at"] = None if pd.isna(send_at) else send_at.to_pydatetime()
+
+
+def _content_key(row: dict[str, Any], versions: str, template_version: str) -> str:
+    inputs = json.dumps(row, sort_keys=True, default=str) + versions + template_version
+    return hashlib.sha256(inputs.encode()).hexdigest()[:32]
+
+
+def _replace_rows(
+    con: duckdb.DuckDBPyConnection,
+    send_date: dt.date,
+    kept: list[str],
+    records: list[dict[str, Any]],
+) -> set[str]:
+    """Swap in the new records, drop payloads of withdrawn decisions; the changed campaigns."""
+    con.register("_kept_keys", pa.table({"idempotency_key": pa.array(kept, pa.string())}))
+    changed = {
+        row[0]
+        for row in con.execute(
+            f"""select distinct campaign_id from {SCHEMA}.email_payloads
+                where send_date = ?
+                  and idempotency_key not in (select idempotency_key from _kept_keys)""",
+            [send_date],
+        ).fetchall()
+    } | {record["campaign_id"] for record in records}
+    con.execute(
+        f"""delete from {SCHEMA}.email_payloads
+            where send_date = ?
+              and idempotency_key not in (select idempotency_key from _kept_keys)""",
+        [send_date],
+    )
+    con.unregister("_kept_keys")
     if records:
         con.register("_payload_records", pa.Table.from_pylist(records))
-        con.execute(f"insert into {SCHEMA}.email_payloads select * from _payload_records")
+        con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
         con.unregister("_payload_records")
-    summary.jsonl_files = _write_jsonl(records, output_dir / "payloads" / f"send_date={send_date}")
-    return summary
+    return changed
 
 
 def _record(row, result, send_date, versions, now) -> dict[str, Any]:
@@ -201,20 +293,33 @@ def _record(row, result, send_date, versions, now) -> dict[str, Any]:
         "status": "render_failed" if failed else "rendered",
         "error": str(result) if failed else None,
         "rendered_at": now,
+        "content_key": row["content_key"],
+        "send_at": row["send_at"],
     }
 
 
-def _write_jsonl(records: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """ESP-ready JSONL, one file per campaign, replaced atomically (write-then-rename)."""
+def _write_jsonl(
+    con: duckdb.DuckDBPyConnection, send_date: dt.date, campaigns: set[str], folder: Path
+) -> list[Path]:
+    """ESP-ready JSONL, one file per campaign, replaced atomically (write-then-rename). Only the
+    files of campaigns whose payloads changed are rewritten."""
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.jsonl"):
-        stale.unlink()
-    by_campaign: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for record in records:
-        if record["status"] == "rendered":
-            by_campaign[record["campaign_id"]].append(record)
-    written = []
-    for campaign_id, items in sorted(by_campaign.items()):
+    for campaign_id in sorted(campaigns):
+        (folder / f"{campaign_id}.jsonl").unlink(missing_ok=True)
+        items = (
+            con.sql(
+                f"""select idempotency_key, to_address, subject, preheader, html, text, headers,
+                           campaign_id, variant, rule, model_versions
+                    from {SCHEMA}.email_payloads
+                    where send_date = ? and campaign_id = ? and status = 'rendered'
+                    order by customer_id""",
+                params=[send_date, campaign_id],
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+        if not items:
+            continue
         path = folder / f"{campaign_id}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as handle:
@@ -239,5 +344,4 @@ def _write_jsonl(records: list[dict[str, Any]], folder: Path) -> list[Path]:
                     + "\n"
                 )
         tmp.replace(path)
-        written.append(path)
-    return written
+    return sorted(folder.glob("*.jsonl"))
