@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # (--compile-bytecode) and our own modules may cache theirs.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver collector api
+.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver collector api erase
 
 setup: $(VENV)/.synced $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -83,3 +83,6 @@ collector: setup ## event collector on http://127.0.0.1:8001 (config/edge.yaml)
 
 api: setup ## send-time personalization API on http://127.0.0.1:8002 (reads the serving snapshot)
 	$(PY) -m personalization_assets.edge api
+
+erase: setup ## erase customers everywhere: make erase IDS="c0000001 c0000002"
+	$(PY) -m personalization_assets.cli erase $(foreach id,$(IDS),--customer-id $(id))

@@ -87,6 +87,7 @@ def _clock(con, config: CampaignRunConfig) -> tuple[dt.datetime, dt.date]:
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_customer_contacts"]),
         dg.AssetKey(["models", "customer_lifecycle"]),
+        dg.AssetKey(["warehouse", "dim_consent"]),
     ],
     group_name=GROUP,
     owners=OWNERS,

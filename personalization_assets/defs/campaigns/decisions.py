@@ -235,8 +235,7 @@ def build_decisions(
                 select
                     candidates.*,
                     case
-                        when not coalesce(f.email_consent, false) then 'no_email_consent'
-                        when f.is_unsubscribed then 'unsubscribed'
+                        {_consent_exclusion(con)}
                         when exists (select 1 from {SCHEMA}.suppressions s
                                      where s.customer_id = candidates.customer_id
                                         or s.email = contacts.email) then 'suppressed'
@@ -254,6 +253,7 @@ def build_decisions(
                 join {FEATURES} f on f.customer_id = candidates.customer_id
                 left join main.dim_customer_contacts contacts
                     on contacts.customer_id = candidates.customer_id
+                {_consent_join(con)}
             ),
             prior_sends as (
                 select customer_id, count(*) as sends
@@ -395,6 +395,29 @@ def _test_phase_results(
     }
     frame = outcomes[(outcomes["campaign_id"] == campaign.id) & outcomes["customer_id"].isin(sent)]
     return frame.reset_index(drop=True)
+
+
+def _has_consent_ledger(con: duckdb.DuckDBPyConnection) -> bool:
+    return table_exists(con, "main", "dim_consent")
+
+
+def _consent_join(con: duckdb.DuckDBPyConnection) -> str:
+    if not _has_consent_ledger(con):
+        return ""
+    return """left join main.dim_consent consent
+                    on consent.customer_id = candidates.customer_id
+                   and consent.purpose = 'email_marketing'"""
+
+
+def _consent_exclusion(con: duckdb.DuckDBPyConnection) -> str:
+    """Email consent from the consent ledger (latest statement wins; none = no consent), or the
+    CRM flags where the ledger is not built (hand-made warehouses)."""
+    if not _has_consent_ledger(con):
+        return """when not coalesce(f.email_consent, false) then 'no_email_consent'
+                        when f.is_unsubscribed then 'unsubscribed'"""
+    return """when not coalesce(consent.granted, false) then
+                            case when consent.source = 'unsubscribe_event' or f.is_unsubscribed
+                                 then 'unsubscribed' else 'no_email_consent' end"""
 
 
 def _journey_sends(con: duckdb.DuckDBPyConnection) -> str:

@@ -64,6 +64,8 @@ def _metadata(result: landing.LoadResult) -> dict[str, dg.MetadataValue | int | 
         metadata["malformed_records"] = result.malformed_records
     if result.message:
         metadata["note"] = result.message
+    if result.erased_rows:
+        metadata["erased_customer_rows"] = result.erased_rows
     return metadata
 
 
@@ -85,7 +87,7 @@ RAW_EVENT_DAY_LOADS = dg.AssetKey(["ingest", "raw_event_day_loads"])
     specs=[
         dg.AssetSpec(
             RAW_EVENT_LINES,
-            deps=[["landing", "events"]],
+            deps=[["landing", "events"], ["privacy", "event_retention"]],
             description="Every non-blank line of the landing event files, as text with its file "
             "and line number. Nothing is parsed or dropped here, so dbt can quarantine bad lines "
             "with a reason.",
@@ -96,7 +98,7 @@ RAW_EVENT_DAY_LOADS = dg.AssetKey(["ingest", "raw_event_day_loads"])
         ),
         dg.AssetSpec(
             RAW_EVENT_DAY_LOADS,
-            deps=[["landing", "events"]],
+            deps=[["landing", "events"], ["privacy", "event_retention"]],
             description="When each landing day was last replaced: the incremental dbt event models "
             "re-process exactly the days reloaded since they last ran.",
             group_name=GROUP,
