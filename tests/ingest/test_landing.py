@@ -133,7 +133,7 @@ def test_good_generated_events_follow_the_published_json_schema(tmp_path):
 
     schema = json.loads((paths.PROJECT_ROOT / "contracts" / "event.schema.json").read_text())
     validator = jsonschema.Draft202012Validator(schema, format_checker=jsonschema.FormatChecker())
-    manifest = generate_sample_data(tmp_path, customers=80, products=20, days=5, seed=1)
+    manifest = generate_sample_data(tmp_path, customers=80, products=20, days=10, seed=1)
     bad = {
         (row["file"], row["line"])
         for row in manifest.to_dict()["injected"]
