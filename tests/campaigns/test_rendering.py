@@ -903,3 +903,12 @@ def test_calls_inside_loops_still_see_loop_variables(tmp_path: Path) -> None:
     r = mini_renderer(tmp_path, {"campaigns/l.html.j2": mini_campaign(content)})
     email = r.render("l", {**MINI_CONTEXT, "xs": [0, 1, 2]})
     assert "<p>0;2;4;</p>" in email.html and "0;2;4;" in email.text
+
+
+def test_lifecycle_fields_drive_template_content(renderer: EmailRenderer) -> None:
+    high = {"churn_risk_band": "High", "historic_clv": 812.5, "expected_days_to_next_order": 40}
+    low = {**high, "churn_risk_band": "Low"}
+    perk = "this one is on us"
+    assert perk in renderer.render("win_back", make_context(lifecycle=high)).text
+    assert perk not in renderer.render("win_back", make_context(lifecycle=low)).text
+    assert perk not in renderer.render("win_back", make_context()).text  # no lifecycle row

@@ -518,3 +518,26 @@ def test_real_online_retail_orders_fit_and_evaluate_on_a_holdout():
     assert evaluation.predicted_total == pytest.approx(evaluation.actual_total, rel=0.4)
     assert np.isfinite([evaluation.mae, evaluation.rmse, evaluation.clv_spearman]).all()
     assert evaluation.clv_spearman > 0.3
+
+
+def test_payload_rows_carry_the_recipients_lifecycle_fields(sample_shop):
+    import duckdb
+
+    from personalization_assets.defs.campaigns.payloads import load_send_rows
+
+    con = duckdb.connect(str(sample_shop.database), read_only=True)
+    try:
+        send_date = con.execute("select max(send_date) from campaigns.email_payloads").fetchall()
+        rows = load_send_rows(con, send_date[0][0])
+        expected = dict(
+            con.execute(
+                "select customer_id, churn_risk_band from models.customer_lifecycle"
+            ).fetchall()
+        )
+    finally:
+        con.close()
+    with_lifecycle = [r for r in rows if r["lifecycle"] is not None]
+    assert with_lifecycle
+    for row in with_lifecycle:
+        assert row["lifecycle"]["churn_risk_band"] == expected[row["customer_id"]]
+    assert all(r["customer_id"] not in expected for r in rows if r["lifecycle"] is None)

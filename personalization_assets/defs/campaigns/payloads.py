@@ -68,6 +68,18 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         if table_exists(con, "models", "similar_products")
         else "null"
     )
+    lifecycle = (
+        """(select struct_pack(p_alive := l.p_alive, predicted_clv := l.predicted_clv,
+                        historic_clv := l.historic_clv, total_clv := l.total_clv,
+                        expected_next_order_date := l.expected_next_order_date,
+                        expected_days_to_next_order := l.expected_days_to_next_order,
+                        average_days_between_orders := l.average_days_between_orders,
+                        churn_probability := l.churn_probability,
+                        churn_risk_band := l.churn_risk_band)
+             from models.customer_lifecycle l where l.customer_id = d.customer_id)"""
+        if table_exists(con, "models", "customer_lifecycle")
+        else "null"
+    )
     best_hour = (
         """(select s.best_local_hour from models.send_time_preferences s
              where s.customer_id = d.customer_id)"""
@@ -81,6 +93,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
             d.idempotency_key, d.campaign_id, d.customer_id, d.variant, d.rule, d.template,
             contacts.email, contacts.first_name,
             customers.timezone, customers.country, {best_hour} as best_local_hour,
+            {lifecycle} as lifecycle,
             f.tracking_consent as behavioral_allowed,
             case when d.trigger_product_id is not null then {similar} else {recs} end
                 as recommendations,
@@ -139,6 +152,7 @@ def build_context(
         },
         "recommendations": products,
         "recent_purchase": row["recent_purchase"],
+        "lifecycle": row.get("lifecycle"),
         "cart_product": cart,
         "offer": None,
         "behavioral_allowed": bool(row["behavioral_allowed"]),

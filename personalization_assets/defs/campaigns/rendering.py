@@ -34,6 +34,10 @@ A plain dict (any mapping with string keys). Keys the shipped templates use:
                      an empty list shows the fallback block (never an empty table).
 ``recent_purchase``  optional ``{product_id, name, url?, image_url?, purchased_at?}``; the
                      block that mentions it is shown only when present (default ``None``).
+``lifecycle``        optional lifecycle predictions of the recipient (``models.customer_lifecycle``):
+                     ``{p_alive, predicted_clv, historic_clv, total_clv, expected_next_order_date,
+                     expected_days_to_next_order, average_days_between_orders,
+                     churn_probability, churn_risk_band}`` (default ``None``).
 ``offer``            optional ``{title, description, code?, expires_at?, url?, cta_label?}``
                      (default ``None``).
 ``links``            ``{unsubscribe_url, preferences_url, view_in_browser_url}`` and optionally
@@ -2062,6 +2066,7 @@ class EmailRenderer:
             behavioral_allowed=False,
             recent_purchase=None,
             offer=None,
+            lifecycle=None,
         )
         self.environment = env
         self._abs_url = env.filters["abs_url"]
