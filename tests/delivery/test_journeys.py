@@ -307,3 +307,38 @@ def test_journey_validation_names_every_problem(sample_shop):
         validate_campaigns(
             _config(looping), schema=schema, known_segments=set(), template_exists=lambda n: True
         )
+
+
+def test_a_scheduled_step_goes_out_at_ten_local_time_after_the_step_is_reached(shop):
+    from zoneinfo import ZoneInfo
+
+    con, t0, customers = shop
+    for number, customer in enumerate(customers):
+        _event(con, customer, "add_to_cart", t0 - dt.timedelta(minutes=61), f"cart{number}")
+    journey = _journey(
+        steps=[
+            {
+                "id": "reminder",
+                "send": {
+                    "template": "cart_abandonment",
+                    "schedule": {
+                        "at_local": "10:00",
+                        "quiet_hours": {"start": "21:00", "end": "08:00"},
+                    },
+                },
+            }
+        ]
+    )
+    advance_journeys(con, _config(journey), RENDERER, clock=t0)
+    zones = dict(
+        con.execute(
+            "select customer_id, timezone from main.dim_customers where customer_id in (?, ?, ?)",
+            customers,
+        ).fetchall()
+    )
+    sent = _sent(con)
+    assert [s[0] for s in sent] == sorted(customers)
+    for customer, _, send_at in sent:
+        local = send_at.replace(tzinfo=dt.UTC).astimezone(ZoneInfo(zones[customer]))
+        assert send_at >= t0 and send_at - t0 < dt.timedelta(days=1)
+        assert (local.hour, local.minute) == (10, 0)

@@ -99,6 +99,8 @@ class Delay(_Strict):
 
 class JourneySend(_Strict):
     template: str
+    # Deliver at a recipient-local time / best hour, outside quiet hours; None = when reached.
+    schedule: ScheduleSpec | None = None
 
 
 class JourneyWaitFor(_Strict):

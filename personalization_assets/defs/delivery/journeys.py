@@ -14,7 +14,8 @@ move logged in `delivery.journey_history`. `advance_journeys(clock)` does, per e
    its step; times derive from it, not from when the schedule happened to run, so a run every 15
    minutes gives the same history as one exactly on time:
    - `send` renders the template for the customer (same renderer and context as campaigns) into
-     `delivery.journey_payloads` with `send_at = step_at` and moves on; delivery sends it.
+     `delivery.journey_payloads` with `send_at = step_at` (or, with a `schedule`, the next
+     recipient-local slot after it) and moves on; delivery sends it.
      A customer no longer eligible (consent, unsubscribed, suppressed, no address) exits
      `ineligible`.
    - `wait` moves on at `step_at + delay` once the clock has reached it.
@@ -34,13 +35,15 @@ from types import SimpleNamespace
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 
-from personalization_assets.defs.campaigns import decisions
+from personalization_assets.defs.campaigns import decisions, timing
 from personalization_assets.defs.campaigns.config import EXIT, CampaignsConfig, Journey, JourneyStep
 from personalization_assets.defs.campaigns.decisions import _audience_sql, trigger_sql
 from personalization_assets.defs.campaigns.payloads import RECOMMENDATIONS, build_context
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
+from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.delivery import ledger
 from personalization_assets.defs.segments import rules
 from personalization_assets.defs.warehouse.summary import table_exists
@@ -269,6 +272,7 @@ class _JourneyRunner:
             )
             for r in rows
         ]
+        _schedule_rows(rows, step.send.schedule)
         records = []
         for row, result in zip(rows, self.renderer.render_many(template, contexts), strict=True):
             records.append(self._record(row, step, result))
@@ -307,6 +311,12 @@ class _JourneyRunner:
             if table_exists(self.con, "models", "similar_products")
             else "null"
         )
+        best_hour = (
+            """(select p.best_local_hour from models.send_time_preferences p
+                 where p.customer_id = s.customer_id)"""
+            if table_exists(self.con, "models", "send_time_preferences")
+            else "null"
+        )
         return (
             self.con.sql(
                 f"""
@@ -324,10 +334,12 @@ class _JourneyRunner:
                         from main.fct_order_lines l join main.dim_products p using (product_id)
                         where l.customer_id = s.customer_id and not l.is_cancellation
                         order by l.ordered_at desc limit 1) as recent_purchase,
-                       s.step_at
+                       s.step_at, customers.timezone, customers.country,
+                       {best_hour} as best_local_hour
                 from {STATE} s
                 join main.customer_features f using (customer_id)
                 join main.dim_customer_contacts contacts using (customer_id)
+                left join main.dim_customers customers using (customer_id)
                 where s.journey_id = $journey and s.status = 'active'
                   and s.current_step = {_literal(step.id)}
                 order by s.customer_id
@@ -363,7 +375,7 @@ class _JourneyRunner:
             "rendered_at": self.clock,
             "journey_id": self.journey.id,
             "step_id": step.id,
-            "send_at": row["step_at"],
+            "send_at": row["send_at"],
         }
 
     def _move(self, step, action, target, at_sql, condition, idempotency_key="null") -> int:
@@ -403,6 +415,20 @@ class _JourneyRunner:
             """,
             self.params,
         ).fetchall()[0][0]
+
+
+def _schedule_rows(rows: list[dict[str, Any]], spec: ScheduleSpec | None) -> None:
+    """Each row's `send_at`: the step's time, or the next local slot of the step's schedule
+    after it (recipient zone, best hour, quiet hours; see campaigns/timing.py)."""
+    if spec is None:
+        for row in rows:
+            row["send_at"] = row["step_at"]
+        return
+    frame = pd.DataFrame(rows).assign(campaign_id="step")
+    for step_at, index in frame.groupby("step_at").groups.items():
+        planned = timing.schedule_sends(frame.loc[index], {"step": spec}, step_at)
+        for i, send_at in zip(index, planned, strict=True):
+            rows[i]["send_at"] = send_at.to_pydatetime()
 
 
 def _ineligible_sql() -> str:
