@@ -144,7 +144,11 @@ def main() -> None:
             print(f"drop {i}: {latencies[-1]:.1f} s ({done[1]})", flush=True)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=60)
+        try:
+            server.wait(timeout=60)
+        except subprocess.TimeoutExpired:  # a busy machine: the table below matters more
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait(timeout=30)
     if latencies:
         ordered = sorted(latencies)
         p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]

@@ -63,7 +63,10 @@ def add_payloads(con, addresses: list[str | None], *, campaign="weekly_newslette
              json.dumps(headers), "{}", "rendered", None, T0]
         )  # fmt: skip
     con.executemany(
-        "insert into campaigns.email_payloads values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "insert into campaigns.email_payloads (idempotency_key, send_date, campaign_id, "
+        "customer_id, variant, rule, template, to_address, subject, preheader, html, text, "
+        "headers, model_versions, status, error, rendered_at) "
+        "values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         rows,
     )
     return [row[0] for row in rows]

@@ -229,7 +229,7 @@ def test_a_run_killed_mid_batch_and_rerun_sends_nothing_twice_and_loses_nothing(
 
 def test_nothing_is_sent_before_its_send_at(con, sink):
     keys = add_payloads(con, ["now@example.com", "later@example.com"])
-    con.execute("alter table campaigns.email_payloads add column send_at timestamp")
+    con.execute("alter table campaigns.email_payloads add column if not exists send_at timestamp")
     con.execute(
         "update campaigns.email_payloads set send_at = ? where idempotency_key = ?",
         [T0 + dt.timedelta(hours=2), keys[1]],

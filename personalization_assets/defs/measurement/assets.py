@@ -68,7 +68,8 @@ def campaign_results(
         shares = planned_shares(assigned)
         vs_control, mismatches = _analyze(outcomes, settings, shares)
         vs_holdout, holdout_mismatches = _analyze_holdout(assigned, settings)
-        results = pd.concat([f for f in (vs_control, vs_holdout) if not f.empty], ignore_index=True)
+        frames = [f for f in (vs_control, vs_holdout) if not f.empty]
+        results = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
         mismatches = sorted(set(mismatches) | set(holdout_mismatches))
         con.execute("create schema if not exists measurement")
         if results.empty:  # no A/B campaign with sends yet: an empty table, not an error
