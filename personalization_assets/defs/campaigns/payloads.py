@@ -46,28 +46,34 @@ class PayloadSummary:
     per_campaign: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[dict[str, Any]]:
-    """Every `send` decision of the date with what its template needs, as plain dicts."""
+def product_lists_sql(con: duckdb.DuckDBPyConnection, *, customer: str, product: str):
+    """SQL expressions for a recipient's top-5 recommendations and, for emails about one product
+    (an abandoned cart), the 4 products most similar to it; `null` where a model has not run."""
     recs = (
         f"""(select list(struct_pack(product_id := r.product_id, name := p.product_name,
                         price := p.price, currency := p.currency, category := p.category)
                         order by r.rank)
              from {RECOMMENDATIONS} r join main.dim_products p using (product_id)
-             where r.customer_id = d.customer_id and r.rank <= 5)"""
+             where r.customer_id = {customer} and r.rank <= 5)"""
         if table_exists(con, "models", "product_recommendations")
         else "null"
     )
-    # Trigger emails about one product (an abandoned cart) show products similar to it.
     similar = (
-        """(select list(struct_pack(product_id := p.product_id, name := p.product_name,
+        f"""(select list(struct_pack(product_id := p.product_id, name := p.product_name,
                         price := p.price, currency := p.currency, category := p.category)
                         order by s.rank)
              from models.similar_products s join main.dim_products p
                  on p.product_id = s.similar_product_id
-             where s.product_id = d.trigger_product_id and s.rank <= 4)"""
+             where s.product_id = {product} and s.rank <= 4)"""
         if table_exists(con, "models", "similar_products")
         else "null"
     )
+    return recs, similar
+
+
+def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[dict[str, Any]]:
+    """Every `send` decision of the date with what its template needs, as plain dicts."""
+    recs, similar = product_lists_sql(con, customer="d.customer_id", product="d.trigger_product_id")
     lifecycle = (
         """(select struct_pack(p_alive := l.p_alive, predicted_clv := l.predicted_clv,
                         historic_clv := l.historic_clv, total_clv := l.total_clv,

@@ -41,7 +41,7 @@ import pyarrow as pa
 from personalization_assets.defs.campaigns import decisions, timing
 from personalization_assets.defs.campaigns.config import EXIT, CampaignsConfig, Journey, JourneyStep
 from personalization_assets.defs.campaigns.decisions import _audience_sql, trigger_sql
-from personalization_assets.defs.campaigns.payloads import RECOMMENDATIONS, build_context
+from personalization_assets.defs.campaigns.payloads import build_context, product_lists_sql
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
 from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.delivery import ledger
@@ -292,24 +292,8 @@ class _JourneyRunner:
         return moved
 
     def _send_rows(self, step: JourneyStep) -> list[dict[str, Any]]:
-        recs = (
-            f"""(select list(struct_pack(product_id := r.product_id, name := p.product_name,
-                            price := p.price, currency := p.currency, category := p.category)
-                            order by r.rank)
-                 from {RECOMMENDATIONS} r join main.dim_products p using (product_id)
-                 where r.customer_id = s.customer_id and r.rank <= 5)"""
-            if table_exists(self.con, "models", "product_recommendations")
-            else "null"
-        )
-        similar = (
-            """(select list(struct_pack(product_id := p.product_id, name := p.product_name,
-                            price := p.price, currency := p.currency, category := p.category)
-                            order by sp.rank)
-                 from models.similar_products sp join main.dim_products p
-                     on p.product_id = sp.similar_product_id
-                 where sp.product_id = s.trigger_product_id and sp.rank <= 4)"""
-            if table_exists(self.con, "models", "similar_products")
-            else "null"
+        recs, similar = product_lists_sql(
+            self.con, customer="s.customer_id", product="s.trigger_product_id"
         )
         best_hour = (
             """(select p.best_local_hour from models.send_time_preferences p
