@@ -21,7 +21,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # (--compile-bytecode) and our own modules may cache theirs.
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver collector api erase
+.PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver collector api erase bench
 
 setup: $(VENV)/.synced $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
 
@@ -86,3 +86,6 @@ api: setup ## send-time personalization API on http://127.0.0.1:8002 (reads the 
 
 erase: setup ## erase customers everywhere: make erase IDS="c0000001 c0000002"
 	$(PY) -m personalization_assets.cli erase $(foreach id,$(IDS),--customer-id $(id))
+
+bench: setup ## scale benchmark: generate, full graph, +1% incremental; SCALE=10k|100k|1m → bench/results.md
+	$(PY) bench/scale_bench.py --scale $(or $(SCALE),10k) $(BENCH_ARGS)

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import dagster as dg
 import duckdb
 
 from personalization_assets import paths
@@ -21,6 +22,9 @@ def test_two_overlapping_full_runs_both_succeed_and_leave_no_duplicates(tmp_path
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copy(paths.PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    # Create the instance's storage once: two processes creating fresh SQLite tables at the same
+    # moment race on the schema ("table ... already exists"), which is not what this tests.
+    dg.DagsterInstance.from_config(str(home)).dispose()
     days = landing_days(landing)
     env = {**os.environ, **project_env(tmp_path), "DAGSTER_HOME": str(home)}
     script = paths.PROJECT_ROOT / "tests" / "automation" / "concurrent_run.py"
