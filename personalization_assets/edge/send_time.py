@@ -34,32 +34,14 @@ from personalization_assets.defs.campaigns.rendering import (
     RendererConfig,
     TemplateRenderError,
 )
+from personalization_assets.defs.serving.export import TOKEN_COLUMNS
 from personalization_assets.edge.freshness import EdgeAls, LandingJournal
 from personalization_assets.edge.settings import EdgeSettings
 from personalization_assets.edge.snapshot import CustomerView, ServingSnapshot, SnapshotReader
 
 TEMPLATES_DIR = paths.PROJECT_ROOT / "templates"
-TOKEN_FIELDS = (
-    "first_name",
-    "last_name",
-    "city",
-    "country",
-    "timezone",
-    "age_band",
-    "top_category",
-    "preferred_device",
-    "preferred_hour",
-    "engagement_score",
-    "recency_days",
-    "frequency",
-    "monetary_total",
-    "last_purchase_at",
-    "r_score",
-    "f_score",
-    "m_score",
-    "churn_score",
-    "purchase_score",
-)
+# The snapshot's feature tokens, plus the name and the propensity scores it stores beside them.
+TOKEN_FIELDS = ("first_name", "last_name", *TOKEN_COLUMNS, "churn_score", "purchase_score")
 DECISION_FIELDS = (
     "status",
     "reason",
