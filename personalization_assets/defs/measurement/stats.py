@@ -53,6 +53,7 @@ def _sps():
 
     return stats
 
+
 __all__ = [
     "METRICS",
     "AdjustedPValues",
@@ -661,7 +662,9 @@ def achieved_power(
     se0 = math.sqrt(pbar * (1 - pbar) * (1 / n_c + 1 / n_t))
     se1 = math.sqrt(p1 * (1 - p1) / n_c + p2 * (1 - p2) / n_t)
     z = _z_two_sided(alpha)
-    return float(_sps().norm.cdf((delta - z * se0) / se1) + _sps().norm.cdf((-delta - z * se0) / se1))
+    return float(
+        _sps().norm.cdf((delta - z * se0) / se1) + _sps().norm.cdf((-delta - z * se0) / se1)
+    )
 
 
 # --------------------------------------------------------------------------- per-variant table
