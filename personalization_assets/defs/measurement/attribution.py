@@ -27,17 +27,7 @@ def recipient_outcomes(
     """One row per (campaign_id, customer_id, variant) with sent/delivered/opened/clicked/converted/revenue."""
     frame = con.execute(
         f"""
-        with sends as (
-            select campaign_id, customer_id, min(event_ts) as sent_at, arg_min(variant, event_ts) as variant
-            from main.fct_events where event_type = 'email_send' and campaign_id is not null
-            group by all
-        ),
-        bursts as (
-            select campaign_id, customer_id
-            from main.fct_events where event_type = 'email_click'
-            group by campaign_id, customer_id, date_trunc('minute', event_ts)
-            having count(*) > {int(max_clicks_per_minute)}
-        ),
+        with {_sends_and_bursts_sql(max_clicks_per_minute)},
         responses as (
             select s.campaign_id, s.customer_id,
                    min(case when e.event_type = 'email_open' then e.event_ts end) as first_open,
@@ -162,18 +152,7 @@ def assignment_outcomes(
                    arg_min(source, assigned_at) as source
             from assignment_rows group by campaign_id, customer_id
         ),
-        sends as (
-            select campaign_id, customer_id, min(event_ts) as sent_at,
-                   arg_min(variant, event_ts) as variant
-            from main.fct_events where event_type = 'email_send' and campaign_id is not null
-            group by all
-        ),
-        bursts as (
-            select distinct campaign_id, customer_id
-            from main.fct_events where event_type = 'email_click'
-            group by campaign_id, customer_id, date_trunc('minute', event_ts)
-            having count(*) > {int(max_clicks_per_minute)}
-        ),
+        {_sends_and_bursts_sql(max_clicks_per_minute)},
         responses as (
             select s.campaign_id, s.customer_id,
                    min(case when e.event_type = 'email_open' then e.event_ts end) as first_open,
@@ -248,3 +227,21 @@ def assignment_outcomes(
         "assignments_window_open": int((~frame["window_complete"].astype(bool)).sum()),
     }
     return frame, counts
+
+
+def _sends_and_bursts_sql(max_clicks_per_minute: int) -> str:
+    """The `sends` and `bursts` CTEs both analyses share: a send is the first `email_send` of a
+    (campaign, customer), carrying its variant; a burst is more than `max_clicks_per_minute`
+    clicks of one campaign by one recipient within a minute (a bot)."""
+    return f"""sends as (
+            select campaign_id, customer_id, min(event_ts) as sent_at,
+                   arg_min(variant, event_ts) as variant
+            from main.fct_events where event_type = 'email_send' and campaign_id is not null
+            group by all
+        ),
+        bursts as (
+            select distinct campaign_id, customer_id
+            from main.fct_events where event_type = 'email_click'
+            group by campaign_id, customer_id, date_trunc('minute', event_ts)
+            having count(*) > {int(max_clicks_per_minute)}
+        )"""
