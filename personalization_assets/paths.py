@@ -44,6 +44,14 @@ def output_dir() -> Path:
     return _from_env(OUTPUT_DIR_ENV, PROJECT_ROOT / "data" / "output")
 
 
+TEMPLATE_CACHE_DIR_ENV = "PERSONALIZATION_TEMPLATE_CACHE_DIR"
+
+
+def template_cache_dir() -> Path:
+    """Compiled email templates shared by run workers (safe to delete)."""
+    return _from_env(TEMPLATE_CACHE_DIR_ENV, PROJECT_ROOT / "data" / "cache" / "templates")
+
+
 def models_dir() -> Path:
     """Model artifacts (XGBoost JSON, ALS factors), one folder per model."""
     return _from_env(MODELS_DIR_ENV, PROJECT_ROOT / "data" / "models")

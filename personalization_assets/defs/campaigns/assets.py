@@ -249,7 +249,10 @@ def email_payloads(
     defaults = campaigns.defaults
     renderer = EmailRenderer(
         RendererConfig(
-            templates_dir=TEMPLATES_DIR, brand=defaults.brand, base_url=defaults.base_url
+            templates_dir=TEMPLATES_DIR,
+            brand=defaults.brand,
+            base_url=defaults.base_url,
+            cache_dir=paths.template_cache_dir(),
         )
     )
     with warehouse.connect() as con:

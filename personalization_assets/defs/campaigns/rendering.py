@@ -99,6 +99,10 @@ How a template is compiled (once per template, cached)
    URL and ``default`` of a missing key need no call), everything else calls the original
    helper; ``{% autoescape %}`` bookkeeping that nothing reads at runtime is dropped. Output,
    errors and line numbers are unchanged (a test renders every shipped template both ways).
+   Before that, a value used more than once within one output statement and the text
+   statement split from it (``product.name`` as ``alt`` text, link text and text part) is
+   looked up, and escaped, once (``_SharedValues``). Non-ASCII values escaped to character
+   references are memoised (prices in €: the same few strings for every recipient).
 
 Rendering therefore costs about what the values cost: no per-recipient HTML parsing, CSS
 work or HTML-to-text conversion, and little of Jinja's per-call overhead. Autoescaping stays
@@ -108,6 +112,22 @@ reads the item first: the stock sandbox raises and catches an AttributeError for
 ASCII in the HTML: characters outside ASCII become numeric character references (``€`` ->
 ``&#8364;``, shown the same by every client) so a price does not make Python store the whole
 page with two bytes per character. Throughput: ``bench/render_bench.py`` (bench/README.md).
+
+Compiled-template cache
+-----------------------
+Compiling a template (flattening, CSS inlining, code generation) takes 0.1-0.3 s; every
+process that renders (each Dagster run worker, each benchmark process) would pay it again.
+With ``RendererConfig(cache_dir=...)`` the compiled code, its source map and file list are
+kept in ``<cache_dir>/<slot>.<python tag>.code`` (``marshal``); another process loads them in a
+few milliseconds. An entry is tagged with a SHA-256 over this module's source, the jinja2 /
+css_inline / markupsafe versions, the interpreter, the compile options and the path and bytes
+of every file under ``templates_dir``: editing any template, partial or layout (or upgrading
+anything that shapes the code) makes the entry stale, and the next process recompiles and
+replaces it (one file per template and options, never a pile of versions). Entries are
+written to a temporary file and renamed into place, so concurrent processes never read half
+an entry; unreadable entries are misses; an unwritable folder only costs the compile.
+Templates that fail to compile are not cached. ``EmailRenderer.disk_cache_stats`` counts
+hits, misses and writes. The folder is trusted like the code: an entry is executed.
 
 Template restrictions that follow from compiling this way (each is reported as an error with the
 file and line, except the last two):
@@ -125,7 +145,14 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import hashlib
+import importlib.metadata
+import importlib.util
+import marshal
+import os
 import re
+import sys
+import tempfile
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -245,7 +272,9 @@ class RendererConfig:
     the context's ``links`` has no ``unsubscribe_mailto``. ``keep_media_queries`` keeps
     ``@media`` rules in a ``<style>`` element (everything else is inlined). ``auto_reload``
     recompiles a template when one of its files changed (for previews; costs a ``stat`` per
-    file and render call).
+    file and render call). ``cache_dir`` keeps compiled templates on disk so other processes
+    (run workers, benchmarks) load them instead of compiling again (see "Compiled-template
+    cache" in the module docs); ``None`` keeps them in memory only.
     """
 
     templates_dir: Path | str = DEFAULT_TEMPLATES_DIR
@@ -254,6 +283,7 @@ class RendererConfig:
     unsubscribe_mailto: str | None = None
     keep_media_queries: bool = True
     auto_reload: bool = False
+    cache_dir: Path | str | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1217,6 +1247,7 @@ _CURRENCY_SYMBOLS = {"EUR": "€", "USD": "$", "GBP": "£", "JPY": "¥", "INR": 
 _LINE_BREAKS_RE = re.compile("[\r\n\x0b\x0c\x85\u2028\u2029]+")
 _SCHEME_RE = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 _SAFE_SCHEMES = frozenset({"http", "https", "mailto", "tel"})
+_HTTP_PREFIXES = ("https://", "http://")
 _BAD_HEADER_URL_RE = re.compile(r"[\s<>\"]")
 _MANY_NEWLINES_RE = re.compile(r"\n{3,}")
 _LINE_END_SPACE_RE = re.compile(r"[ \t]*\n[ \t]*")
@@ -1279,10 +1310,21 @@ def _text_value(value: Any) -> str:
 
 def _text_checked(value: Any, dirty: list[bool]) -> str:
     """A value of the single-pass text part; notes in ``dirty`` when it needs the clean-up."""
-    s = str(_text_value(value))
+    # _text_value inlined for a plain str: this runs for every value not seen before
+    s = value if type(value) is str and "<" not in value else str(_text_value(value))
     if not (s and s.isprintable() and s == s.strip()):
         dirty.append(True)
+    elif type(value) is str and s is value and len(s) <= 256:
+        # A clean str is its own text; the compiled code checks this set first (one hash
+        # lookup instead of four string scans), and product names, prices and the brand's
+        # strings come back for every recipient.
+        if len(_CLEAN_TEXT) >= 16384:
+            _CLEAN_TEXT.clear()
+        _CLEAN_TEXT.add(s)
     return s
+
+
+_CLEAN_TEXT: set[str] = set()
 
 
 def _raw_value(value: Any) -> str:
@@ -1307,12 +1349,27 @@ def _fast_escape(value: Any) -> Any:
     doubles the cost of joining and keeping it.
     """
     if type(value) is str:
+        cached = _ESCAPED.get(value)
+        if cached is not None:
+            return cached
         s = _escape_inner(value)
     elif hasattr(value, "__html__"):
         return value.__html__()
     else:
         s = _escape_inner(str(value))
-    return s if s.isascii() else s.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    if s.isascii():
+        return s
+    escaped = s.encode("ascii", "xmlcharrefreplace").decode("ascii")
+    if type(value) is str and len(value) <= 256:
+        # Compiled templates escape ASCII strs inline: what gets here is mostly the same few
+        # non-ASCII values over and over (prices in €, names with accents), ~0.5 us each.
+        if len(_ESCAPED) >= 8192:
+            _ESCAPED.clear()
+        _ESCAPED[value] = escaped
+    return escaped
+
+
+_ESCAPED: dict[str, str] = {}
 
 
 @pass_context
@@ -1441,10 +1498,67 @@ def _is_resolve_def(node: ast.stmt) -> bool:
     )
 
 
+def _vars_keys(tree: ast.Module) -> frozenset[str] | None:
+    """The names the code stores in ``context.vars``; ``None`` when the context is used in
+    any other way that could add to them (passed to a function, ``context.call``, ...).
+
+    A render starts with empty ``vars``, so ``resolve("x")`` of a name never stored there
+    only needs to look in ``parent``.
+    """
+    parents = {id(c): n for n in ast.walk(tree) for c in ast.iter_child_nodes(n)}
+    keys: set[str] = set()
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Name) and node.id == "context"):
+            continue
+        parent = parents.get(id(node))
+        if not isinstance(parent, ast.Attribute) or parent.attr not in _READ_ONLY_CONTEXT_ATTRS:
+            return None
+        if parent.attr != "vars":
+            continue
+        store = parents.get(id(parent))
+        if not (
+            isinstance(store, ast.Subscript)
+            and isinstance(store.ctx, ast.Store)
+            and isinstance(store.slice, ast.Constant)
+            and isinstance(store.slice.value, str)
+        ):
+            return None
+        keys.add(store.slice.value)
+    return frozenset(keys)
+
+
+_READ_ONLY_CONTEXT_ATTRS = frozenset(
+    {"vars", "parent", "exported_vars", "resolve_or_missing", "eval_ctx"}
+)
+
+
 class _FastPaths(ast.NodeTransformer):
-    def __init__(self, filters: dict[str, str]) -> None:
+    def __init__(self, filters: dict[str, str], vars_keys: frozenset[str] | None = None) -> None:
         self.filters = filters  # Jinja's t_N -> filter name
+        self.vars_keys = vars_keys  # see _vars_keys
         self.resolving: list[bool] = []  # per enclosing function: does it define `resolve`?
+        self.abs_urls: set[int] = set()  # ids of the abs_url fast paths built below
+
+    @staticmethod
+    def _escape_str(value: ast.expr) -> ast.expr:
+        """``escape(s)`` of a value known to be a ``str`` (see ``_fast_escape``): ASCII is
+        escaped inline, anything else is looked up among the values escaped before."""
+        return ast.IfExp(
+            test=_call(ast.Attribute(value=value, attr="isascii", ctx=ast.Load())),
+            body=_call(_load("_email_escape_inner"), value),
+            orelse=ast.BoolOp(
+                op=ast.Or(),
+                values=[_call(_load("_email_escaped"), value), _call(_load("escape"), value)],
+            ),
+        )
+
+    def _escape(self, func: ast.expr, arg: ast.expr) -> ast.expr:
+        first, value = _once(arg, "_email_e")
+        return ast.IfExp(
+            test=_is_type(first, "_email_str"),
+            body=self._escape_str(value),
+            orelse=_call(func, value),
+        )
 
     def visit_Lambda(self, node: ast.AST) -> ast.AST:
         return node
@@ -1526,19 +1640,14 @@ class _FastPaths(ast.NodeTransformer):
                 body=ast.Subscript(value=obj, slice=key, ctx=ast.Load()),
                 orelse=_call(func, obj, key),
             )
+        elif name == "escape" and len(args) == 1 and id(args[0]) in self.abs_urls:
+            # escape(abs_url(v)): the fast branch of abs_url already knows it has a str
+            inner: ast.IfExp = args[0]  # type: ignore[assignment]
+            inner.body = self._escape_str(inner.body)
+            inner.orelse = self._escape(func, inner.orelse)
+            new = inner
         elif name == "escape" and len(args) == 1:
-            first, value = _once(args[0], "_email_e")
-            new = ast.IfExp(
-                test=ast.BoolOp(
-                    op=ast.And(),
-                    values=[
-                        _is_type(first, "_email_str"),
-                        _call(ast.Attribute(value=value, attr="isascii", ctx=ast.Load())),
-                    ],
-                ),
-                body=_call(_load("_email_escape_inner"), value),
-                orelse=_call(func, value),
-            )
+            new = self._escape(func, args[0])
         elif (
             name == "resolve"
             and self.resolving
@@ -1548,14 +1657,16 @@ class _FastPaths(ast.NodeTransformer):
         ):
             key = args[0]
             new = ast.IfExp(
-                test=ast.Compare(left=key, ops=[ast.In()], comparators=[_load("_email_cv")]),
-                body=ast.Subscript(value=_load("_email_cv"), slice=key, ctx=ast.Load()),
-                orelse=ast.IfExp(
-                    test=ast.Compare(left=key, ops=[ast.In()], comparators=[_load("_email_cp")]),
-                    body=ast.Subscript(value=_load("_email_cp"), slice=key, ctx=ast.Load()),
-                    orelse=_load("missing"),
-                ),
+                test=ast.Compare(left=key, ops=[ast.In()], comparators=[_load("_email_cp")]),
+                body=ast.Subscript(value=_load("_email_cp"), slice=key, ctx=ast.Load()),
+                orelse=_load("missing"),
             )
+            if self.vars_keys is None or key.value in self.vars_keys:
+                new = ast.IfExp(
+                    test=ast.Compare(left=key, ops=[ast.In()], comparators=[_load("_email_cv")]),
+                    body=ast.Subscript(value=_load("_email_cv"), slice=key, ctx=ast.Load()),
+                    orelse=new,
+                )
         elif name == "markup_join" and len(args) == 1:
             new = _call(_load("_email_join"), args[0])
         elif name is None:
@@ -1576,6 +1687,7 @@ class _FastPaths(ast.NodeTransformer):
                 body=value,
                 orelse=_call(func, value),
             )
+            self.abs_urls.add(id(new))
         elif self._is_simple_default(node):
             first, value = _once(args[0], "_email_d")
             test: ast.expr = _call(_load("_email_isinstance"), first, _load("_email_Undefined"))
@@ -1583,6 +1695,21 @@ class _FastPaths(ast.NodeTransformer):
                 test = ast.BoolOp(op=ast.Or(), values=[test, ast.UnaryOp(ast.Not(), value)])
             new = ast.IfExp(
                 test=test, body=args[1] if len(args) > 1 else ast.Constant(""), orelse=value
+            )
+        elif (
+            name == "str"
+            and len(args) == 1
+            and isinstance(args[0], ast.Call)
+            and isinstance(args[0].func, ast.Name)
+            and self.filters.get(args[0].func.id) == "_email_raw"
+            and len(args[0].args) == 1
+            and not args[0].keywords
+        ):  # subject/preheader values: a str is its own plain text
+            first, value = _once(args[0].args[0], "_email_r")
+            new = ast.IfExp(
+                test=_is_type(first, "_email_str"),
+                body=value,
+                orelse=_call(func, _call(args[0].func, value)),
             )
         elif (
             name == "str"
@@ -1721,22 +1848,16 @@ class _TextMarkers(ast.NodeTransformer):
             return ast.Constant(self.statics[arg.value])
         if not self.check_values:
             return _call(_load("str"), _call(_load("_email_text_value"), arg))
-        # v if v is a clean one-line str (no tags) else _text_checked(v, _email_dirty)
+        # v if v is a str already seen to be a clean one-line text (no tags, no outer
+        # whitespace) else _text_checked(v, _email_dirty), which remembers clean ones
         value = _load("_email_x")
         first = ast.NamedExpr(target=ast.Name(id="_email_x", ctx=ast.Store()), value=arg)
-
-        def method(name: str) -> ast.Call:
-            return _call(ast.Attribute(value=value, attr=name, ctx=ast.Load()))
-
         return ast.IfExp(
             test=ast.BoolOp(
                 op=ast.And(),
                 values=[
                     _is_type(first, "_email_str"),
-                    value,
-                    ast.Compare(left=ast.Constant("<"), ops=[ast.NotIn()], comparators=[value]),
-                    method("isprintable"),
-                    ast.Compare(left=value, ops=[ast.Eq()], comparators=[method("strip")]),
+                    ast.Compare(left=value, ops=[ast.In()], comparators=[_load("_email_clean")]),
                 ],
             ),
             body=value,
@@ -1819,6 +1940,155 @@ def _move_text_markers(
     root.body[at + 1 : at + 1] = start
     root.body.extend(end)
     return ast.fix_missing_locations(tree)
+
+
+class _SharedValues:
+    """Each value looked up (and escaped) once per output statement, not once per use.
+
+    ``{{ product.name }}`` twice in a row (``alt=""`` and the link text) and once more in the
+    text part costs three lookups and two escapes; within a run of adjacent output statements
+    (an HTML ``extend`` and the text ``extend`` split from it) the first use keeps the value in
+    a walrus temporary and later uses read it. Only pure lookups are shared (a local, an
+    attribute/item of one with a constant key, ``abs_url`` of one): nothing between the uses
+    can change them, and the first use still raises where an undefined value raised before.
+    """
+
+    def __init__(self, filters: dict[str, str]) -> None:
+        self.filters = filters
+        self.count = 0
+
+    def _pure(self, node: ast.expr) -> bool:
+        if _side_effect_free(node) and not isinstance(node, ast.Constant):
+            return True
+        if not isinstance(node, ast.Call) or node.keywords:
+            return False
+        func, args = node.func, node.args
+        if (
+            isinstance(func, ast.Attribute)
+            and func.attr == "getattr"
+            and isinstance(func.value, ast.Name)
+            and func.value.id == "environment"
+            and len(args) == 2
+            and isinstance(args[1], ast.Constant)
+            and isinstance(args[1].value, str)
+        ):
+            return self._pure(args[0])
+        return (
+            isinstance(func, ast.Name)
+            and self.filters.get(func.id) == "abs_url"
+            and len(args) == 1
+            and self._pure(args[0])
+        )
+
+    @staticmethod
+    def _escaped(element: ast.expr) -> ast.expr | None:
+        if (
+            isinstance(element, ast.Call)
+            and isinstance(element.func, ast.Name)
+            and element.func.id == "escape"
+            and len(element.args) == 1
+            and not element.keywords
+        ):
+            return element.args[0]
+        return None
+
+    @staticmethod
+    def _text_walrus(element: ast.expr) -> ast.NamedExpr | None:
+        """The ``(_email_x := value)`` of a single-pass text value (see _TextMarkers)."""
+        if not (isinstance(element, ast.IfExp) and isinstance(element.test, ast.BoolOp)):
+            return None
+        first = element.test.values[0]
+        if (
+            isinstance(first, ast.Compare)
+            and isinstance(first.left, ast.Call)
+            and first.left.args
+            and isinstance(first.left.args[0], ast.NamedExpr)
+            and first.left.args[0].target.id == "_email_x"
+        ):
+            return first.left.args[0]
+        return None
+
+    def _uses(self, elements: list[ast.expr]) -> tuple[dict[str, int], dict[str, int]]:
+        values: dict[str, int] = {}
+        escapes: dict[str, int] = {}
+        for element in elements:
+            inner = self._escaped(element)
+            if inner is not None and self._pure(inner):
+                key = ast.dump(inner)
+                escapes[key] = escapes.get(key, 0) + 1
+                values[key] = values.get(key, 0) + 1
+                continue
+            walrus = self._text_walrus(element)
+            if walrus is not None and self._pure(walrus.value):
+                key = ast.dump(walrus.value)
+                values[key] = values.get(key, 0) + 1
+        return values, escapes
+
+    def _temp(self, value: ast.expr) -> tuple[ast.NamedExpr, str]:
+        self.count += 1
+        name = f"_email_s{self.count}"
+        return ast.NamedExpr(target=ast.Name(id=name, ctx=ast.Store()), value=value), name
+
+    def share(self, statements: list[ast.stmt]) -> None:
+        """Rewrite the tuples of a run of adjacent ``buffer.extend((...))`` statements."""
+        tuples = [st.value.args[0] for st in statements]  # type: ignore[attr-defined]
+        value_uses, escape_uses = self._uses([e for t in tuples for e in t.elts])
+        values: dict[str, str] = {}
+        escapes: dict[str, str] = {}
+
+        def value(node: ast.expr) -> ast.expr:
+            key = ast.dump(node)
+            if key in values:
+                return _load(values[key])
+            if value_uses.get(key, 0) > 1 and not isinstance(node, ast.Name):
+                new, values[key] = self._temp(node)
+                return new
+            return node
+
+        for tup in tuples:
+            for i, element in enumerate(tup.elts):
+                inner = self._escaped(element)
+                if inner is not None and self._pure(inner):
+                    key = ast.dump(inner)
+                    if key in escapes:
+                        tup.elts[i] = _load(escapes[key])
+                        continue
+                    element.args[0] = value(inner)  # type: ignore[attr-defined]
+                    if escape_uses[key] > 1:
+                        tup.elts[i], escapes[key] = self._temp(element)
+                    continue
+                walrus = self._text_walrus(element)
+                if walrus is not None and self._pure(walrus.value):
+                    walrus.value = value(walrus.value)
+
+    def visit(self, node: ast.AST) -> None:
+        """Every statement list under ``node`` (function, ``if`` and ``for`` bodies)."""
+        for _, body in ast.iter_fields(node):
+            if not (isinstance(body, list) and body and isinstance(body[0], ast.stmt)):
+                continue
+            run: list[ast.stmt] = []
+            for statement in body:
+                if self._is_extend(statement):
+                    run.append(statement)
+                    continue
+                if run:
+                    self.share(run)
+                    run = []
+                self.visit(statement)
+            if run:
+                self.share(run)
+
+    @staticmethod
+    def _is_extend(statement: ast.stmt) -> bool:
+        call = statement.value if isinstance(statement, ast.Expr) else None
+        return (
+            isinstance(call, ast.Call)
+            and isinstance(call.func, ast.Attribute)
+            and call.func.attr == "extend"
+            and isinstance(call.func.value, ast.Name)
+            and len(call.args) == 1
+            and isinstance(call.args[0], ast.Tuple)
+        )
 
 
 def _filter_slots(tree: ast.Module) -> dict[str, str]:
@@ -1953,7 +2223,8 @@ def _fast_code(
     slots = _filter_slots(tree)
     if statics is not None:
         tree = _move_text_markers(tree, slots, statics, clean_text)
-    tree = _FastPaths(slots).visit(tree)
+    _SharedValues(slots).visit(tree)
+    tree = _FastPaths(slots, _vars_keys(tree)).visit(tree)
     tree = _drop_eval_ctx_switches(tree)
     tree = _drop_unread_loop_vars(tree)
     return compile(ast.fix_missing_locations(tree), filename, "exec")
@@ -1974,6 +2245,8 @@ _FAST_GLOBALS = {
     "_email_isinstance": isinstance,
     "_email_Undefined": Undefined,
     "_email_escape_inner": _escape_inner,
+    "_email_escaped": _ESCAPED.get,
+    "_email_clean": _CLEAN_TEXT,
     "_email_http": ("https://", "http://"),
     "_email_join": _join_values,
     "_email_missing": object(),
@@ -2037,6 +2310,120 @@ class _Compiled:
         ]
 
 
+# --------------------------------------------------------------------------------------------
+# Compiled-template cache on disk
+# --------------------------------------------------------------------------------------------
+
+_CACHE_FORMAT = 1
+
+
+@lru_cache(maxsize=1)
+def _renderer_fingerprint() -> bytes:
+    """What the compiled code depends on besides the templates: this module's source, the
+    libraries that shape it, and the interpreter (code objects are version-specific)."""
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    for package in ("jinja2", "css_inline", "markupsafe"):
+        digest.update(f"{package}={importlib.metadata.version(package)}\0".encode())
+    digest.update(importlib.util.MAGIC_NUMBER)
+    digest.update(sys.version.encode())
+    return digest.digest()
+
+
+class _DiskCache:
+    """Compiled templates as files in ``cache_dir``, shared by every process that renders.
+
+    One file per (templates folder, template, compile options): ``<slot>.code``, the marshalled
+    code, source map and file list, tagged with a key over everything that went into it (this
+    module's source, library versions, the interpreter, the name and content of every file
+    under the templates folder). An entry whose key differs is stale and gets recompiled and
+    replaced, so a change to any template, partial, layout or option invalidates it, and one
+    template never has more than one file. Writes go to a temporary file in the same folder
+    that is then renamed over the entry: concurrent readers see the old or the new entry, never
+    half of one. Unreadable entries count as misses; a cache that cannot be written is skipped.
+    """
+
+    def __init__(self, directory: Path, templates_dir: Path, keep_media_queries: bool) -> None:
+        self.directory = directory
+        self.templates_dir = templates_dir.resolve()
+        self.options = f"media={keep_media_queries}"
+        self.stats = {"hits": 0, "misses": 0, "writes": 0, "write_errors": 0}
+
+    def _templates_digest(self) -> bytes:
+        digest = hashlib.sha256()
+        root = self.templates_dir
+        skip = self.directory.resolve()
+        for path in sorted(root.rglob("*")):
+            if not path.is_file() or path.is_relative_to(skip):
+                continue
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            rel = path.relative_to(root).as_posix().encode()
+            digest.update(b"%d:%s%d:" % (len(rel), rel, len(data)))
+            digest.update(data)
+        return digest.digest()
+
+    def key(self, name: str) -> tuple[str, str]:
+        """(slot, key): the entry's file name, and the key its content must carry."""
+        slot_id = "\0".join(
+            (str(self.templates_dir), name, self.options, f"single_pass={SINGLE_PASS_TEXT}")
+        )
+        slot = hashlib.sha256(slot_id.encode()).hexdigest()[:32]
+        digest = hashlib.sha256(_renderer_fingerprint())
+        digest.update(self._templates_digest())
+        digest.update(slot_id.encode())
+        return slot, digest.hexdigest()
+
+    def _path(self, slot: str) -> Path:
+        return self.directory / f"{slot}.{sys.implementation.cache_tag}.code"
+
+    def load(
+        self, slot: str, key: str
+    ) -> tuple[CodeType, list[tuple[int, int, _Piece]], list[str]] | None:
+        try:
+            entry = marshal.loads(self._path(slot).read_bytes())
+            fmt, entry_key, code, spans, files = entry
+            if fmt != _CACHE_FORMAT or entry_key != key or not isinstance(code, CodeType):
+                raise ValueError("stale entry")
+            pieces = [(start, end, _Piece(*piece)) for start, end, piece in spans]
+            files = [str(f) for f in files]
+        except (OSError, EOFError, ValueError, TypeError):
+            self.stats["misses"] += 1
+            return None
+        self.stats["hits"] += 1
+        return code, pieces, files
+
+    def store(
+        self,
+        slot: str,
+        key: str,
+        code: CodeType,
+        spans: list[tuple[int, int, _Piece]],
+        files: list[str],
+    ) -> None:
+        pieces = [
+            (start, end, (p.kind, p.src, p.template, p.line, p.tag, p.arg))
+            for start, end, p in spans
+        ]
+        data = marshal.dumps((_CACHE_FORMAT, key, code, pieces, list(files)))
+        tmp = None
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{slot}.", suffix=".tmp")
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.replace(tmp, self._path(slot))
+            tmp = None
+            self.stats["writes"] += 1
+        except OSError:
+            self.stats["write_errors"] += 1
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+
+
 class EmailRenderer:
     """Compiles campaign templates once and renders them per recipient (see module docs)."""
 
@@ -2081,6 +2468,12 @@ class EmailRenderer:
         )
         self._cache: dict[str, _Compiled] = {}
         self._lock = threading.Lock()
+        cache_dir = self.config.cache_dir
+        self._disk_cache = (
+            _DiskCache(Path(cache_dir), self.templates_dir, self.config.keep_media_queries)
+            if cache_dir is not None
+            else None
+        )
 
     # -- templates
     @staticmethod
@@ -2100,8 +2493,14 @@ class EmailRenderer:
         self._compiled(self.resolve_name(template_name))
 
     def clear_cache(self) -> None:
+        """Forget the compiled templates held in memory (the disk cache is left alone)."""
         with self._lock:
             self._cache.clear()
+
+    @property
+    def disk_cache_stats(self) -> dict[str, int] | None:
+        """Hits, misses and writes of the on-disk cache (``None`` without ``cache_dir``)."""
+        return dict(self._disk_cache.stats) if self._disk_cache is not None else None
 
     def _compiled(self, name: str) -> _Compiled:
         compiled = self._cache.get(name)
@@ -2122,6 +2521,34 @@ class EmailRenderer:
             return False
 
     def _compile(self, name: str) -> _Compiled:
+        disk = self._disk_cache
+        if disk is None:
+            return self._assemble(name, *self._generate(name))
+        slot, key = disk.key(name)
+        entry = disk.load(slot, key)
+        if entry is not None:
+            return self._assemble(name, *entry)
+        generated = self._generate(name)
+        if disk.key(name)[1] == key:  # no template file changed while compiling
+            disk.store(slot, key, *generated)
+        return self._assemble(name, *generated)
+
+    def _assemble(
+        self, name: str, code: CodeType, spans: list[tuple[int, int, _Piece]], files: list[str]
+    ) -> _Compiled:
+        """The runnable template from compiled code (freshly generated or from the disk cache)."""
+        env = self.environment
+        template = env.template_class.from_code(env, code, env.make_globals(None), None)
+        template.root_render_func.__globals__.update(_FAST_GLOBALS)
+        mtimes = {}
+        for filename in files:
+            with contextlib.suppress(OSError):
+                mtimes[filename] = Path(filename).stat().st_mtime
+        shared = None if "eval_ctx" in _code_names(code) else EvalContext(env, name)
+        return _Compiled(name, template, spans, mtimes, dict(template.globals), shared)
+
+    def _generate(self, name: str) -> tuple[CodeType, list[tuple[int, int, _Piece]], list[str]]:
+        """Flatten, inline and compile: the code, its source map and the files it was made of."""
         flattener = _Flattener(self.environment)
         flat = flattener.flatten(name, (name,))
         for meta in ("subject", "preheader"):
@@ -2152,7 +2579,7 @@ class EmailRenderer:
         inlined: str,
         constructs: list[_Piece],
         intervals: list[list[tuple[str, Any]]] | None,
-    ) -> _Compiled:
+    ) -> tuple[CodeType, list[tuple[int, int, _Piece]], list[str]]:
         """One template for subject, preheader, HTML and text (see the module docs).
 
         With ``intervals`` the text part is written in the same pass as the HTML (each value is
@@ -2221,14 +2648,7 @@ class EmailRenderer:
                 template=piece.template if piece else name,
                 lineno=line,
             ) from None
-        template = env.template_class.from_code(env, code, env.make_globals(None), None)
-        template.root_render_func.__globals__.update(_FAST_GLOBALS)
-        mtimes = {}
-        for filename_ in flat.files.values():
-            with contextlib.suppress(OSError):
-                mtimes[filename_] = Path(filename_).stat().st_mtime
-        shared = None if "eval_ctx" in _code_names(code) else EvalContext(env, name)
-        return _Compiled(name, template, builder.spans, mtimes, dict(template.globals), shared)
+        return code, builder.spans, list(flat.files.values())
 
     # -- rendering
     def render(self, template_name: str, context: Mapping[str, Any]) -> RenderedEmail:
@@ -2278,8 +2698,14 @@ class EmailRenderer:
             raise self._runtime_error(compiled, exc, context) from exc
         values = ctx.vars
         warnings: list[str] = []
-        subject = _header_text(values["_email_subject"], "subject", warnings)
-        preheader = _header_text(values["_email_preheader"], "preheader", warnings)
+        subject = values["_email_subject"]
+        subject = subject.strip() if type(subject) is str else str(subject).strip()
+        if not subject.isprintable():  # line breaks: see _header_text
+            subject = _header_text(subject, "subject", warnings)
+        preheader = values["_email_preheader"]
+        preheader = preheader.strip() if type(preheader) is str else str(preheader).strip()
+        if not preheader.isprintable():
+            preheader = _header_text(preheader, "preheader", warnings)
         if not subject or not preheader:
             raise TemplateRenderError(
                 f"the {'subject' if not subject else 'preheader'} is empty after rendering",
@@ -2313,21 +2739,23 @@ class EmailRenderer:
                 variable="links.unsubscribe_url",
                 customer_id=_customer_id(context),
             )
-        url = self._abs_url(url)
+        if type(url) is not str or not url.startswith(_HTTP_PREFIXES):
+            url = self._abs_url(url)  # (an absolute http(s) URL comes back unchanged)
         mailto = links.get("unsubscribe_mailto") or self._default_mailto  # type: ignore[union-attr]
-        if mailto and not str(mailto).lower().startswith("mailto:"):
+        if (
+            mailto
+            and mailto is not self._default_mailto  # normalised once, in __init__
+            and not str(mailto).lower().startswith("mailto:")
+        ):
             mailto = "mailto:" + str(mailto)
-        checked = self._checked_mailto
-        for value in (url, mailto):
-            if value is checked:  # the configured address, checked once
-                continue
-            if value and (_BAD_HEADER_URL_RE.search(value) or value == "#"):
-                raise TemplateRenderError(
-                    f"unusable List-Unsubscribe URL {value!r}",
-                    template=compiled.name,
-                    variable="links.unsubscribe_url",
-                    customer_id=_customer_id(context),
-                )
+        if url and (_BAD_HEADER_URL_RE.search(url) or url == "#"):
+            raise self._bad_unsubscribe(compiled, url, context)
+        if (
+            mailto
+            and mailto is not self._checked_mailto  # the configured one is checked once
+            and (_BAD_HEADER_URL_RE.search(mailto) or mailto == "#")
+        ):
+            raise self._bad_unsubscribe(compiled, mailto, context)
         header = f"<{url.replace(',', '%2C') if ',' in url else url}>"
         if mailto:
             header += f", <{mailto.replace(',', '%2C')}>"
@@ -2340,6 +2768,17 @@ class EmailRenderer:
                 "https:// unsubscribe_url"
             )
         return headers
+
+    @staticmethod
+    def _bad_unsubscribe(
+        compiled: _Compiled, value: Any, context: Mapping[str, Any]
+    ) -> TemplateRenderError:
+        return TemplateRenderError(
+            f"unusable List-Unsubscribe URL {value!r}",
+            template=compiled.name,
+            variable="links.unsubscribe_url",
+            customer_id=_customer_id(context),
+        )
 
     def _runtime_error(
         self, compiled: _Compiled, exc: Exception, context: Mapping[str, Any]

@@ -209,6 +209,7 @@ def journey_progress(
                 templates_dir=TEMPLATES_DIR,
                 brand=campaigns.defaults.brand,
                 base_url=campaigns.defaults.base_url,
+                cache_dir=paths.template_cache_dir(),
             )
         )
         summary = journeys.advance_journeys(con, campaigns, renderer, clock=clock)
