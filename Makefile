@@ -21,6 +21,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # (--compile-bytecode) and our own modules may cache theirs.
 unexport PYTHONDONTWRITEBYTECODE
 
+# The Spark engine (issue #14): spark-up / spark-down / spark-status, ENGINE=duckdb|spark.
+SPARK_DEPS := setup
+include spark.mk
+
 .PHONY: setup demo test dev lint generate summary clean smtp-sink smtp-sink-stop deliver collector api erase bench
 
 setup: $(VENV)/.synced $(MANIFEST) $(DAGSTER_HOME)/dagster.yaml
@@ -40,7 +44,7 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	@mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $@
 
-demo: setup ## generate sample data if absent, run the whole graph, print a summary
+demo: setup $(if $(filter spark,$(ENGINE)),spark-up) ## generate sample data if absent, run the whole graph, print a summary
 	$(PY) -m personalization_assets.cli demo
 
 test: setup ## run the test suite

@@ -112,7 +112,7 @@ events as (
         events.campaign_id,
         events.device,
         events.session_id,
-        {{ dbt.datediff('events.event_ts', 'as_of_dates.as_of', 'second') }} / 86400.0 as age_days
+        {{ dbt.datediff('events.event_ts', 'as_of_dates.as_of', 'second') }} / cast(86400 as double) as age_days
     from {{ ref('fct_events') }} as events
     inner join as_of_dates
         on events.event_ts <= as_of_dates.as_of
@@ -286,17 +286,17 @@ joined as (
         customers.tracking_consent,
         customers.unsubscribed or coalesce(email_stats.unsubscribed_by_event, 0) = 1 as is_unsubscribed,
         -- RFM
-        {{ dbt.datediff('order_stats.last_purchase_at', 'customers.as_of', 'second') }} / 86400.0
+        {{ dbt.datediff('order_stats.last_purchase_at', 'customers.as_of', 'second') }} / cast(86400 as double)
             as recency_days,
         coalesce(order_stats.frequency, 0) as frequency,
         coalesce(order_stats.orders_all_time, 0) as orders_all_time,
         coalesce(order_stats.cancellations, 0) as cancellations,
         case when coalesce(order_stats.net_value_lookback, 0) > 0
-            then round(order_stats.net_value_lookback, 2) else 0 end as monetary_total,
+            then {{ round_double('order_stats.net_value_lookback', 2) }} else 0 end as monetary_total,
         case when coalesce(order_stats.frequency, 0) > 0 and order_stats.net_value_lookback > 0
-            then round(order_stats.net_value_lookback / order_stats.frequency, 2) else 0 end
+            then {{ round_double('order_stats.net_value_lookback / order_stats.frequency', 2) }} else 0 end
             as monetary_avg,
-        coalesce(order_stats.orders_90d, 0) / 3.0 as purchases_per_month,
+        coalesce(order_stats.orders_90d, 0) / cast(3 as double) as purchases_per_month,
         order_stats.last_purchase_at,
         order_stats.first_purchase_at,
         -- lifetimes convention
@@ -352,13 +352,13 @@ rated as (
     select
         *,
         case when emails_sent_90d > 0
-            then least(1.0, emails_opened_90d * 1.0 / emails_sent_90d) end as open_rate_90d,
+            then least(cast(1 as double), cast(emails_opened_90d as double) / emails_sent_90d) end as open_rate_90d,
         case when emails_sent_90d > 0
-            then least(1.0, emails_clicked_90d * 1.0 / emails_sent_90d) end as click_rate_90d,
+            then least(cast(1 as double), cast(emails_clicked_90d as double) / emails_sent_90d) end as click_rate_90d,
         case when emails_sent_30d > 0
-            then least(1.0, emails_opened_30d * 1.0 / emails_sent_30d) end as open_rate_30d,
+            then least(cast(1 as double), cast(emails_opened_30d as double) / emails_sent_30d) end as open_rate_30d,
         case when emails_sent_30d > 0
-            then least(1.0, emails_clicked_30d * 1.0 / emails_sent_30d) end as click_rate_30d,
+            then least(cast(1 as double), cast(emails_clicked_30d as double) / emails_sent_30d) end as click_rate_30d,
         case
             when age is null then null
             when age < 25 then '18-24'
@@ -377,15 +377,15 @@ scored as (
     select
         *,
         {%- set w = var('engagement_weights') %}
-        round(
+        {%- set engagement %}
             {{ w['open_rate'] }} * coalesce(open_rate_90d, 0)
-            + {{ w['click_rate'] }} * least(1.0, coalesce(click_rate_90d, 0) / {{ var('engagement_full_click_rate') }})
+            + {{ w['click_rate'] }} * least(cast(1 as double), coalesce(click_rate_90d, 0) / {{ var('engagement_full_click_rate') }})
             + {{ w['open_recency'] }} * case
                 when days_since_last_open is null then 0
-                else greatest(0.0, 1.0 - days_since_last_open / 90.0)
-            end,
-            1
-        ) as engagement_score,
+                else greatest(cast(0 as double), 1 - days_since_last_open / cast(90 as double))
+            end
+        {%- endset %}
+        {{ round_double(engagement, 1) }} as engagement_score,
         {#- Quintile scores among purchasers (frequency > 0); ties share the lower score. -#}
         case when frequency > 0 then least(5, 1 + floor(5 * percent_rank() over (
             partition by as_of, frequency > 0 order by recency_days desc))) end as r_score,

@@ -32,3 +32,14 @@
     select 1
     {%- endif -%}
 {%- endmacro %}
+
+{#- The event models' materialization: incremental where the table format supports DELETE
+    (DuckDB; Spark with `file_format: delta`), else a full rebuild each run (plain Parquet on
+    Spark, which has no row-level delete). Results are identical; only the work differs. -#}
+{% macro event_model_materialization() -%}
+    {%- if target.type == 'spark' and config.get('file_format', 'parquet') != 'delta' -%}
+        {{ return('table') }}
+    {%- else -%}
+        {{ return('incremental') }}
+    {%- endif -%}
+{%- endmacro %}

@@ -42,3 +42,59 @@
 {% macro spark__json_raw(text, key) -%}
     get_json_object({{ text }}, '$.{{ key }}')
 {%- endmacro %}
+
+{#- The top-level keys of a JSON object text, as an array of text (for `explode`/`unnest`). -#}
+{% macro json_object_keys(text) -%}
+    {{ return(adapter.dispatch('json_object_keys', 'personalization')(text)) }}
+{%- endmacro %}
+
+{% macro default__json_object_keys(text) -%}
+    json_keys({{ text }})
+{%- endmacro %}
+
+{% macro spark__json_object_keys(text) -%}
+    json_object_keys({{ text }})
+{%- endmacro %}
+
+{#- The value at top-level key `key_expr` (a SQL text expression) as text. -#}
+{% macro json_text_at(text, key_expr) -%}
+    {{ return(adapter.dispatch('json_text_at', 'personalization')(text, key_expr)) }}
+{%- endmacro %}
+
+{% macro default__json_text_at(text, key_expr) -%}
+    json_extract_string({{ text }}, '$."' || {{ key_expr }} || '"')
+{%- endmacro %}
+
+{% macro spark__json_text_at(text, key_expr) -%}
+    get_json_object({{ text }}, concat('$.', {{ key_expr }}))
+{%- endmacro %}
+
+{#- True when the value at top-level key `key_expr` is a JSON boolean (not the text "true").
+    Spark has no json_type: the text is parsed as a VARIANT (Spark 4) object and the key's
+    value asked for its type. -#}
+{% macro json_is_boolean_at(text, key_expr) -%}
+    {{ return(adapter.dispatch('json_is_boolean_at', 'personalization')(text, key_expr)) }}
+{%- endmacro %}
+
+{% macro default__json_is_boolean_at(text, key_expr) -%}
+    (json_type({{ text }}, '$."' || {{ key_expr }} || '"') = 'BOOLEAN')
+{%- endmacro %}
+
+{% macro spark__json_is_boolean_at(text, key_expr) -%}
+    coalesce(schema_of_variant(element_at(
+        try_cast(try_parse_json({{ text }}) as map<string, variant>), {{ key_expr }}
+    )) = 'BOOLEAN', false)
+{%- endmacro %}
+
+{#- One output row per element of an array expression (in a select list). -#}
+{% macro explode_array(expr) -%}
+    {{ return(adapter.dispatch('explode_array', 'personalization')(expr)) }}
+{%- endmacro %}
+
+{% macro default__explode_array(expr) -%}
+    unnest({{ expr }})
+{%- endmacro %}
+
+{% macro spark__explode_array(expr) -%}
+    explode({{ expr }})
+{%- endmacro %}

@@ -40,3 +40,43 @@
 {% macro duckdb__safe_cast(field, type) -%}
     try_cast({{ field }} as {{ type }})
 {%- endmacro %}
+
+{#- Round a DOUBLE to `digits` decimals the way DuckDB does: the exact binary value, half away
+    from zero (13.485 is stored as 13.48499999... and gives 13.48). Spark's round() rounds the
+    double's shortest decimal text instead (13.49), so Spark scales by 10^digits and, only when
+    the scaled double lands exactly on a half, decides the side from the exact rounding error of
+    that multiplication (Dekker's error-free product: x split into two 26-bit halves). -#}
+{% macro round_double(expr, digits) -%}
+    {{ return(adapter.dispatch('round_double', 'personalization')(expr, digits)) }}
+{%- endmacro %}
+
+{% macro default__round_double(expr, digits) -%}
+    round({{ expr }}, {{ digits }})
+{%- endmacro %}
+
+{% macro spark__round_double(expr, digits) -%}
+    {%- set scale = 10 ** digits -%}
+    {%- set x = '(cast(' ~ expr ~ ' as double))' -%}
+    {%- set p = '(' ~ x ~ ' * ' ~ scale ~ ')' -%}
+    {%- set c = '(' ~ x ~ ' * 134217729)' -%}
+    {%- set high = '(' ~ c ~ ' - (' ~ c ~ ' - ' ~ x ~ '))' -%}
+    {%- set error = '((' ~ high ~ ' * ' ~ scale ~ ' - ' ~ p ~ ') + (' ~ x ~ ' - ' ~ high ~ ') * ' ~ scale ~ ')' -%}
+    (case
+        when {{ p }} - floor({{ p }}) != 0.5 then round({{ p }}, 0)
+        when {{ error }} > 0 or ({{ error }} = 0 and {{ p }} > 0) then cast(ceil({{ p }}) as double)
+        else cast(floor({{ p }}) as double)
+    end / {{ scale }})
+{%- endmacro %}
+
+{#- True when the whole of `text` matches the regular expression `pattern` (a SQL literal). -#}
+{% macro regex_full_match(text, pattern) -%}
+    {{ return(adapter.dispatch('regex_full_match', 'personalization')(text, pattern)) }}
+{%- endmacro %}
+
+{% macro default__regex_full_match(text, pattern) -%}
+    regexp_full_match({{ text }}, {{ pattern }})
+{%- endmacro %}
+
+{% macro spark__regex_full_match(text, pattern) -%}
+    ({{ text }} rlike concat('^(?:', {{ pattern }}, ')$'))
+{%- endmacro %}

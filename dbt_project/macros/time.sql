@@ -22,3 +22,9 @@
 {% macro date_part_of(part, expr) -%}
     extract({{ part }} from {{ expr }})
 {%- endmacro %}
+
+{#- dbt-spark's dateadd goes through unix seconds and drops sub-second precision; Spark's own
+    timestampadd keeps it, like DuckDB's `+ interval`. -#}
+{% macro spark__dateadd(datepart, interval, from_date_or_timestamp) -%}
+    timestampadd({{ datepart }}, {{ interval }}, {{ from_date_or_timestamp }})
+{%- endmacro %}

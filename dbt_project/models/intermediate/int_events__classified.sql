@@ -12,7 +12,7 @@
   after a catalog change turned an unknown product id into a known one.
 -#}
 {{ config(
-    materialized='incremental',
+    materialized=event_model_materialization(),
     incremental_strategy='append',
     pre_hook="{{ delete_pending_landing_days() }}",
 ) }}

@@ -22,7 +22,7 @@
   group, whatever the group rows say.
 -#}
 
-with crm_rows as (
+with crm_rows_in_files as (
 
     select
         customer_id,
@@ -31,14 +31,20 @@ with crm_rows as (
         source_file,
         row_no,
         email_consent and not unsubscribed as email_marketing,
-        tracking_consent as behavioral_tracking
+        tracking_consent as behavioral_tracking,
+        row_number() over (partition by customer_id, source_file order by row_no) as file_occurrence
     from {{ ref('stg_crm__customers') }}
     where customer_id is not null
         and (reject_reason is null or reject_reason = 'duplicate_customer_id')
         and coalesce(reject_reasons, '') not like '%malformed_row%'
         and coalesce(reject_reasons, '') not like '%invalid_email%'
+
+),
+
+crm_rows as (
+
     -- a second row of the same customer in the same file is bad input, not history
-    qualify row_number() over (partition by customer_id, source_file order by row_no) = 1
+    select * from crm_rows_in_files where file_occurrence = 1
 
 ),
 
@@ -85,7 +91,7 @@ group_choices as (
         event_id,
         event_ts,
         properties,
-        unnest(json_keys(properties)) as group_id
+        {{ explode_array(json_object_keys('properties')) }} as group_id
     from {{ ref('fct_events') }}
     where event_type = 'preference_update'
 
@@ -96,13 +102,13 @@ group_statements as (
     select
         customer_id,
         'email_group:' || group_id as purpose,
-        json_extract_string(properties, '$."' || group_id || '"') = 'true' as granted,
+        {{ json_text_at('properties', 'group_id') }} = 'true' as granted,
         event_ts as stated_at,
         'preference_event' as source,
         event_id as source_ref
     from group_choices
-    where regexp_full_match(group_id, '[a-z0-9_]+')
-        and json_type(properties, '$."' || group_id || '"') = 'BOOLEAN'
+    where {{ regex_full_match('group_id', "'[a-z0-9_]+'") }}
+        and {{ json_is_boolean_at('properties', 'group_id') }}
 
 ),
 

@@ -55,9 +55,9 @@ order_only_customers as (
 
     select
         orders.customer_id,
-        cast(null as varchar) as gender,
+        cast(null as {{ dbt.type_string() }}) as gender,
         cast(null as date) as birth_date,
-        cast(null as varchar) as city,
+        cast(null as {{ dbt.type_string() }}) as city,
         max(countries.country) as country,
         coalesce(max(countries.default_timezone), 'UTC') as timezone,
         case when max(countries.default_timezone) is not null then 'country_default' else 'utc_fallback' end

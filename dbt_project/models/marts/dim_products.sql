@@ -19,7 +19,7 @@ select
     products.category,
     products.price,
     products.currency,
-    round(products.price * coalesce(rates.rate_to_base, 1.0), 2) as price_base,
+    {{ round_double('products.price * coalesce(rates.rate_to_base, 1.0)', 2) }} as price_base,
     products.in_stock,
     products.source_file
 from products

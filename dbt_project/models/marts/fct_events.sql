@@ -1,7 +1,7 @@
 {#- Accepted behavioural and email events: deduplicated on event_id, typed, UTC, ids normalized.
     Incremental by landing day like int_events__classified (macros/incremental_days.sql). -#}
 {{ config(
-    materialized='incremental',
+    materialized=event_model_materialization(),
     incremental_strategy='append',
     pre_hook="{{ delete_pending_landing_days() }}",
 ) }}
@@ -38,7 +38,7 @@ select
     accepted.category,
     accepted.amount,
     accepted.currency,
-    round(accepted.amount * rates.rate_to_base, 2) as amount_base,
+    {{ round_double('accepted.amount * rates.rate_to_base', 2) }} as amount_base,
     accepted.session_id,
     accepted.device,
     accepted.campaign_id,

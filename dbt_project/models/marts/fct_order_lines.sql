@@ -33,7 +33,7 @@ imported_lines as (
         orders.quantity,
         round(orders.quantity * orders.unit_price, 2) as line_amount,
         orders.currency,
-        round(orders.quantity * orders.unit_price * coalesce(rates.rate_to_base, 1.0), 2) as line_amount_base,
+        {{ round_double('orders.quantity * orders.unit_price * coalesce(rates.rate_to_base, 1.0)', 2) }} as line_amount_base,
         orders.ordered_at,
         orders.is_cancellation,
         'orders_import' as order_source

@@ -12,7 +12,7 @@ select
     cast(min(ordered_at) as date) as order_date,
     count(*) as line_count,
     sum(quantity) as item_quantity,
-    round(sum(line_amount_base), 2) as net_amount_base,
+    {{ round_double('sum(line_amount_base)', 2) }} as net_amount_base,
     {{ dbt.bool_or('is_cancellation') }} as is_cancellation
 from {{ ref('fct_order_lines') }}
 group by order_id, order_source

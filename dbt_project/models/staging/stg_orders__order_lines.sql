@@ -29,7 +29,7 @@ typed as (
         ordered_at as ordered_at_raw,
         {{ parse_local_timestamp_utc('ordered_at_local', 'source_timezone') }} as ordered_at,
         {#- Exports often write numeric ids as floats (13085.0): keep the integer part. -#}
-        {{ clean_id("regexp_replace(trim(customer_id), '\\.0+$', '')") }} as customer_id,
+        {{ clean_id("regexp_replace(trim(customer_id), '[.]0+$', '')") }} as customer_id,
         nullif(trim(country), '') as country_name,
         coalesce(nullif(upper(trim(currency)), ''), '{{ var("base_currency") }}') as currency
     from source

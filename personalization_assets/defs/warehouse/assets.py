@@ -12,11 +12,13 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, dbt_assets
 
+from personalization_assets import engine as engines
 from personalization_assets import paths
 from personalization_assets.defs.warehouse.project import dbt_project, dbt_vars
 from personalization_assets.defs.warehouse.resources import (
     WAREHOUSE_POOL,
     ProjectConfigResource,
+    WarehouseDbtResource,
     WarehouseResource,
 )
 from personalization_assets.defs.warehouse.summary import quarantine_by_reason, table_row_counts
@@ -65,6 +67,12 @@ def warehouse_dbt_assets(
     if context.run.tags.get(FULL_REFRESH_TAG) == "true":
         args.append("--full-refresh")
     events = list(dbt.cli(args, context=context).stream())
+    if isinstance(dbt, WarehouseDbtResource) and dbt.engine_name == "spark":
+        # Spark built the tables; the Python assets and the serving snapshot read DuckDB.
+        with warehouse.connect() as con:
+            engines.import_spark_tables(
+                con, column_types=engines.contract_column_types(dbt_project.manifest_path)
+            )
     with warehouse.connect(read_only=True) as con:
         counts = table_row_counts(con)
         quarantine = quarantine_by_reason(con)

@@ -16,6 +16,7 @@ import duckdb
 from dagster_dbt import DbtCliResource
 from packaging import version
 
+from personalization_assets import engine as engines
 from personalization_assets import paths
 
 WAREHOUSE_POOL = "duckdb_writer"
@@ -95,3 +96,20 @@ class WarehouseDbtResource(DbtCliResource):
 
     def _initialize_dbt_core_adapter(self, args):
         return None
+
+    # The engine switch: "duckdb" or "spark"; empty means PERSONALIZATION_ENGINE, else duckdb.
+    # It selects the profiles.yml target of the same name. On Spark every invocation first
+    # exports DuckDB's raw.* tables as the Parquet the Spark sources read (engine.py).
+    engine: str = ""
+
+    @property
+    def engine_name(self) -> str:
+        return engines.engine(self.engine or None)
+
+    def cli(self, args, **kwargs):
+        name = self.engine_name
+        if name == "spark":
+            engines.prepare_spark_invocation(paths.duckdb_path())
+        if not self.target:
+            args = [*args, "--target", engines.dbt_target(name)]
+        return super().cli(args, **kwargs)
