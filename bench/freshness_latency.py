@@ -24,6 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out" / "freshness"
+PAYLOADS_KEY = ["campaigns", "email_payloads"]
 
 
 def _env(home: Path) -> dict[str, str]:
@@ -47,7 +48,9 @@ def _wait_for_server(log: Path, timeout: float = 180) -> None:
     raise TimeoutError(f"dagster dev did not start; see {log}")
 
 
-def _wait_for_run(instance, after: float, timeout: float) -> tuple[float, str] | None:
+def _wait_for_run(instance, after: float, timeout: float) -> tuple[float, str, float | None] | None:
+    """(run end, status, when the run materialized campaigns/email_payloads) of the first
+    event_refresh run created after `after`."""
     import dagster as dg
 
     deadline = time.time() + timeout
@@ -55,9 +58,28 @@ def _wait_for_run(instance, after: float, timeout: float) -> tuple[float, str] |
         for run in instance.get_runs(filters=dg.RunsFilter(job_name="event_refresh"), limit=5):
             record = instance.get_run_record_by_id(run.run_id)
             if record.create_timestamp.timestamp() >= after and run.is_finished:
-                return record.end_time or time.time(), run.status.value
-        time.sleep(1)
+                payloads_at = next(
+                    (
+                        entry.timestamp
+                        for entry in instance.all_logs(
+                            run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+                        )
+                        if entry.dagster_event.asset_key == dg.AssetKey(PAYLOADS_KEY)
+                    ),
+                    None,
+                )
+                return record.end_time or time.time(), run.status.value, payloads_at
+        time.sleep(0.5)
     return None
+
+
+def _stop(server: subprocess.Popen) -> None:
+    os.killpg(server.pid, signal.SIGTERM)
+    try:
+        server.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # a busy machine: the table below matters more
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait(timeout=30)
 
 
 def _drop(day: dt.date, index: int, customer: str, product: str, ts: dt.datetime) -> None:
@@ -126,7 +148,10 @@ def main() -> None:
         start_new_session=True,
     )
     os.environ.update(_env(home))
-    latencies: list[float] = []
+    # SIGTERM (e.g. `timeout`) stops dagster dev too, through the finally below
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
+    latencies: list[float] = []  # drop → payloads re-materialized (what the issue measures)
+    run_ends: list[float] = []  # drop → the run finished (serving snapshot and previews too)
     try:
         started = time.time()
         _wait_for_server(OUT / "dev.log")
@@ -144,23 +169,26 @@ def main() -> None:
             if done is None:
                 print(f"drop {i}: no finished run within {args.timeout}s", flush=True)
                 continue
-            latencies.append(done[0] - t0)
-            print(f"drop {i}: {latencies[-1]:.1f} s ({done[1]})", flush=True)
+            run_ends.append(done[0] - t0)
+            latencies.append((done[2] or done[0]) - t0)
+            print(
+                f"drop {i}: payloads {latencies[-1]:.1f} s, run finished {run_ends[-1]:.1f} s "
+                f"({done[1]})",
+                flush=True,
+            )
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=60)
-        except subprocess.TimeoutExpired:  # a busy machine: the table below matters more
-            os.killpg(server.pid, signal.SIGKILL)
-            server.wait(timeout=30)
+        _stop(server)
     if latencies:
-        ordered = sorted(latencies)
-        p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-        print("\n| drops | p50 (s) | p95 (s) | max (s) | target p95 |")
-        print("|---:|---:|---:|---:|---:|")
-        print(
-            f"| {len(latencies)} | {statistics.median(latencies):.1f} | {p95:.1f} | {max(latencies):.1f} | 30 |"
-        )
+        print("\n| drop → | drops | p50 (s) | p95 (s) | max (s) | target p95 |")
+        print("|---|---:|---:|---:|---:|---:|")
+        for label, values in (("payloads updated", latencies), ("run finished", run_ends)):
+            ordered = sorted(values)
+            p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+            print(
+                f"| {label} | {len(values)} | {statistics.median(values):.1f} | {p95:.1f} | "
+                f"{max(values):.1f} | 30 |"
+            )
+        print(f"load average at the end: {os.getloadavg()}")
     sys.exit(0 if latencies else 1)
 
 

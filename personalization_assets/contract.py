@@ -14,6 +14,7 @@ EVENT_TYPES: tuple[str, ...] = (
     "email_open",
     "email_click",
     "unsubscribe",
+    "preference_update",
 )
 
 CUSTOMER_COLUMNS: tuple[str, ...] = (

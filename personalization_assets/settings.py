@@ -27,6 +27,12 @@ class FreshnessSettings(BaseModel):
     max_files_per_run: int = Field(500, ge=1)
 
 
+class IngestSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    load_batch_mb: int = Field(256, ge=1)
+
+
 class MeasurementSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -41,6 +47,7 @@ class PipelineSettings(BaseModel):
 
     segments: SegmentSettings = SegmentSettings()
     freshness: FreshnessSettings = FreshnessSettings()
+    ingest: IngestSettings = IngestSettings()
     measurement: MeasurementSettings = MeasurementSettings()
 
 

@@ -25,6 +25,11 @@ later (browsing features only for customers with consent).
 
 `GET|POST /u?c=…&k=…&t=…` serves the emails' signed unsubscribe links (`defs/campaigns/links.py`):
 a valid token lands an `unsubscribe` event, an invalid one gets 403 `invalid_token`.
+
+`GET /preferences?c=…&k=…&t=…` serves the signed preference-centre link: an HTML page with one
+checkbox per subscription group (`preferences.py`); its form `POST`s back to the same URL and
+lands a `preference_update` event (or, for "unsubscribe from all", an `unsubscribe` event). An
+invalid token gets 403 and lands nothing (the refusal goes to the rejected file, as for `/u`).
 """
 
 from __future__ import annotations
@@ -38,10 +43,12 @@ import json
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import HTMLResponse, JSONResponse
 
+from personalization_assets import paths
 from personalization_assets.defs.campaigns import links
 from personalization_assets.edge import landing_writer
+from personalization_assets.edge.preferences import PreferenceCentre
 from personalization_assets.edge.settings import EdgeSettings
 from personalization_assets.edge.snapshot import SnapshotReader
 from personalization_assets.edge.validation import customer_key, validate_event
@@ -86,7 +93,22 @@ class CollectorState:
         )
         self._consent: dict[str, bool] = {}
         self._consent_of = None
+        self._preferences: PreferenceCentre | None = None
         self.counts = {"accepted": 0, "rejected": 0, "dropped": 0}
+
+    def preference_centre(self) -> PreferenceCentre:
+        """The subscription groups of `<config>/campaigns.yaml` and the page (loaded once)."""
+        if self._preferences is None:
+            self._preferences = PreferenceCentre.from_files(
+                self.settings.config_dir / "campaigns.yaml", paths.PROJECT_ROOT / "templates"
+            )
+        return self._preferences
+
+    def email_preferences(self, customer_id: str) -> tuple[bool, dict[str, bool]]:
+        snapshot = self.snapshot.get()
+        if snapshot is None:
+            return False, {}
+        return snapshot.email_preferences(customer_id)
 
     def tracking_consent(self, customer_id: str) -> bool | None:
         snapshot = self.snapshot.get()
@@ -264,6 +286,51 @@ def create_collector_app(settings: EdgeSettings) -> FastAPI:
         state.events.append([landing_writer.event_line(event)], now)
         state.counts["accepted"] += 1
         return JSONResponse({"status": "unsubscribed", "customer_id": c, "campaign_id": k})
+
+    def _preferences_refused(now: dt.datetime, c: str, k: str, t: str) -> HTMLResponse | None:
+        if c and k and t and links.verify(t, "preferences", c, k):
+            return None
+        state.reject(now, "preferences", "invalid_token", event={"c": c, "k": k, "t": t})
+        return HTMLResponse("<!DOCTYPE html><p>This link is not valid.</p>", 403)
+
+    @app.get("/preferences")
+    async def preferences_page(c: str = "", k: str = "", t: str = ""):
+        """The preference centre for the customer and campaign the signed link names."""
+        refused = _preferences_refused(dt.datetime.now(dt.UTC), c, k, t)
+        if refused is not None:
+            return refused
+        unsubscribed, known = state.email_preferences(c)
+        centre = state.preference_centre()
+        html = centre.render(
+            customer_id=c, campaign_id=k, token=t, known=known, unsubscribed=unsubscribed
+        )
+        return HTMLResponse(html)
+
+    @app.post("/preferences")
+    async def preferences_submit(request: Request, c: str = "", k: str = "", t: str = ""):
+        """The page's form: lands the choice as an event, answers with the updated page."""
+        now = dt.datetime.now(dt.UTC)
+        refused = _preferences_refused(now, c, k, t)
+        if refused is not None:
+            return refused
+        try:
+            body = await _read_body(request, cfg.max_track_body_bytes)
+        except _TooLarge:
+            return _refusal(413, "body_too_large", limit_bytes=cfg.max_track_body_bytes)
+        centre = state.preference_centre()
+        submission = centre.submission(body)
+        events = centre.events(submission, customer_id=c, campaign_id=k, token=t, now=now)
+        state.events.append([landing_writer.event_line(e) for e in events], now)
+        state.counts["accepted"] += len(events)
+        html = centre.render(
+            customer_id=c,
+            campaign_id=k,
+            token=t,
+            known=submission.choices,
+            unsubscribed=submission.unsubscribe_all,
+            saved="unsubscribed" if submission.unsubscribe_all else "groups",
+        )
+        return HTMLResponse(html)
 
     @app.get("/healthz")
     async def health():

@@ -7,11 +7,17 @@ the project's `EmailRenderer` with the same context as the batch payloads.
 
 - unknown customer → 404 `{"status": "not_found", "reason": "unknown_customer"}`;
 - unknown campaign → 404 `{"status": "not_found", "reason": "unknown_campaign"}`;
-- opted out (no email consent, unsubscribed or suppressed) → 200
-  `{"status": "opted_out", "reason": ..., "content": null}`: a definitive answer an email
+- opted out (no email consent, unsubscribed or suppressed; or, with `campaign`, opted out of
+  the campaign's subscription group when the snapshot carries group states: `group_opt_out`)
+  → 200 `{"status": "opted_out", "reason": ..., "content": null}`: a definitive answer an email
   service must not retry, and no tokens, recommendations or rendering;
 - otherwise 200 `{"status": "ok", ...}` with a `freshness` block saying what is fresher than
   the snapshot (see `freshness.py`: only recommendations can be).
+
+`GET /view/<payload key>?t=<token>` serves the emails' signed "view in browser" links: the
+rendered HTML of a campaign payload, read from the payload JSONL files the payloads asset writes
+(`<output>/payloads`, see `defs/delivery/view.py`), never from the warehouse. An unknown key and a
+wrong token get the same 404.
 """
 
 from __future__ import annotations
@@ -21,10 +27,11 @@ import datetime as dt
 import json
 import time
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.responses import Response
+from fastapi.responses import HTMLResponse, Response
 
 from personalization_assets import paths
 from personalization_assets.defs.campaigns.config import load_campaigns_config
@@ -34,6 +41,7 @@ from personalization_assets.defs.campaigns.rendering import (
     RendererConfig,
     TemplateRenderError,
 )
+from personalization_assets.defs.delivery.view import PayloadFiles
 from personalization_assets.defs.serving.export import TOKEN_COLUMNS
 from personalization_assets.edge.freshness import EdgeAls, LandingJournal
 from personalization_assets.edge.settings import EdgeSettings
@@ -94,6 +102,9 @@ class SendTimeService:
         self._answers: dict[tuple, tuple[int, bytes]] = {}
         campaigns = load_campaigns_config(settings.config_dir / "campaigns.yaml")
         self.base_url = campaigns.defaults.base_url
+        self.groups = {
+            c.id: campaigns.group_of(c) for c in campaigns.campaigns + campaigns.journeys
+        }
         self.renderer = EmailRenderer(
             RendererConfig(
                 templates_dir=TEMPLATES_DIR,
@@ -153,6 +164,10 @@ class SendTimeService:
             body = {"status": "not_found", "reason": "unknown_customer", "customer_id": customer_id}
             return 404, _json({**body, "snapshot": stamp})
         reason = opt_out_reason(view.customer)
+        if not reason and campaign in self.groups:
+            _, groups = snapshot.email_preferences(customer_id)
+            if groups.get(self.groups[campaign]) is False:
+                reason = "group_opt_out"
         if reason:
             body = {
                 "status": "opted_out",
@@ -274,9 +289,16 @@ class SendTimeService:
         }
 
 
-def create_send_time_app(settings: EdgeSettings) -> FastAPI:
-    """The send-time API as an ASGI app (`python -m personalization_assets.edge api`)."""
+def create_send_time_app(settings: EdgeSettings, payloads_dir: Path | None = None) -> FastAPI:
+    """The send-time API as an ASGI app (`python -m personalization_assets.edge api`).
+
+    `payloads_dir`: the payload JSONL folder behind `/view` (default `<output>/payloads`).
+    """
     service = SendTimeService(settings)
+    payloads = PayloadFiles(
+        payloads_dir or paths.output_dir() / "payloads",
+        check_interval_ms=settings.api.reload_check_ms,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -290,6 +312,14 @@ def create_send_time_app(settings: EdgeSettings) -> FastAPI:
     async def content(customer_id: str, campaign: str | None = None, render: bool = False):
         status, body = service.content(customer_id, campaign, render)
         return Response(body, status_code=status, media_type="application/json")
+
+    @app.get("/view/{payload_key}")
+    async def view(payload_key: str, t: str = ""):
+        """An email's "view in browser" link: its rendered HTML, or 404 for any bad link."""
+        html = payloads.html(payload_key, t)
+        if html is None:
+            return HTMLResponse("<!DOCTYPE html><p>This email is not available.</p>", 404)
+        return HTMLResponse(html)
 
     @app.get("/healthz")
     async def health():

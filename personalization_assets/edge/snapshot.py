@@ -62,6 +62,12 @@ class ServingSnapshot:
             r[0] for r in self._con.execute("select source_file from landing_files").fetchall()
         }
         self._similar: dict[str, list[str]] = {}
+        self._has_group_consent = bool(
+            self._con.execute(
+                "select count(*) from duckdb_tables() where database_name = 'snapshot' "
+                "and table_name = 'group_consent'"
+            ).fetchall()[0][0]
+        )
         self._als_items: tuple[np.ndarray, np.ndarray, dict[str, int]] | None = None
 
     @property
@@ -124,6 +130,28 @@ class ServingSnapshot:
             return dict(
                 self._con.execute("select customer_id, tracking_consent from customers").fetchall()
             )
+
+    def email_preferences(self, customer_id: str) -> tuple[bool, dict[str, bool]]:
+        """(opted out of all email, subscription group → subscribed) for the preference centre.
+
+        Group states come from an optional `group_consent` table (customer_id, group_id,
+        granted); without it, or for a group without a row, the state is unknown (absent).
+        """
+        with self._lock:
+            flags = self._con.execute(
+                "select coalesce(unsubscribed, false) or not coalesce(email_consent, false) "
+                "from customers where customer_id = ?",
+                [customer_id],
+            ).fetchall()
+            groups = (
+                self._con.execute(
+                    "select group_id, granted from group_consent where customer_id = ?",
+                    [customer_id],
+                ).fetchall()
+                if self._has_group_consent
+                else []
+            )
+        return (bool(flags[0][0]) if flags else False), {g: bool(v) for g, v in groups}
 
     def als_items(self) -> tuple[np.ndarray, np.ndarray, dict[str, int]] | None:
         """(item factors, BM25 idf, product id → column), or None without an ALS export."""

@@ -18,6 +18,10 @@ from typing import Any
 
 from personalization_assets.contract import EVENT_TYPES
 
+# The dbt var `event_types` accepts these as well; they are added here until
+# `contract.EVENT_TYPES` (the sample generator's list) carries them.
+EDGE_EVENT_TYPES = ("preference_update",)
+ACCEPTED_EVENT_TYPES = frozenset(EVENT_TYPES) | frozenset(EDGE_EVENT_TYPES)
 PRODUCT_EVENT_TYPES = frozenset({"product_view", "add_to_cart", "purchase"})
 REQUIRED_STRINGS = ("event_id", "user_id", "event_type", "timestamp")
 OPTIONAL_STRINGS = (
@@ -101,7 +105,7 @@ def validate_event(
     if _clean_id(event.get("user_id")) is None:
         verdict.add("missing_user_id", "user_id")
     event_type = _clean_id(event.get("event_type"))
-    if event_type not in EVENT_TYPES:
+    if event_type not in ACCEPTED_EVENT_TYPES:
         verdict.add("unknown_event_type", "event_type")
     timestamp = event.get("timestamp")
     verdict.event_ts = parse_timestamp(timestamp) if isinstance(timestamp, str) else None

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 import duckdb
 import pytest
 
 from personalization_assets import contract
 from personalization_assets.defs.ingest import landing
+
+NOW = dt.datetime(2026, 10, 3, 12)
 
 
 @pytest.fixture
@@ -45,6 +49,23 @@ def test_event_lines_keep_file_and_physical_line_numbers(con, tmp_path):
         ("events/date=2026-10-01/a.ndjson", "2026-10-01", 4, "not json"),
     ]
     assert result.rows == 3
+
+
+def test_loading_in_small_batches_gives_the_same_rows_as_one_statement(tmp_path):
+    for day in ("2026-10-01", "2026-10-02"):
+        for name in ("a", "b", "c"):
+            lines = "".join(f'{{"n":{i},"f":"{name}"}}\n' for i in range(50))
+            _write(tmp_path / f"events/date={day}/{name}.ndjson", lines + "\n")
+    query = "select * from raw.event_lines order by source_file, line_no"
+    tables = []
+    for batch_bytes in (landing.DEFAULT_BATCH_BYTES, 1, 2_000):
+        con = duckdb.connect()
+        result = landing.load_event_lines(con, tmp_path, now=NOW, batch_bytes=batch_bytes)
+        assert result.rows == 300
+        tables.append(con.execute(query).fetchall())
+        con.close()
+    assert tables[0] == tables[1] == tables[2]
+    assert len(tables[0]) == 300
 
 
 def test_files_still_being_written_or_outside_the_contract_are_not_loaded(con, tmp_path):

@@ -1,6 +1,7 @@
 {#-
   The consent ledger: one row per customer and purpose (`email_marketing`,
-  `behavioral_tracking`) with the current state, the statement that set it and when.
+  `behavioral_tracking`, `email_group:<group>`) with the current state, the statement that set it
+  and when.
 
   Statements:
   - CRM export rows state both purposes: email_marketing is granted when `email_consent` is
@@ -12,7 +13,13 @@
     re-subscription recorded by the CRM does. Rows valid apart from being a later export of the
     same customer in another file (`duplicate_customer_id`) count as history.
   - an `unsubscribe` event revokes email_marketing at the event's time.
-  The latest statement wins; on a tie a revocation wins. No row means no consent.
+  - a `preference_update` event (the preference centre; properties `{"<group>": true|false}`,
+    groups of config/campaigns.yaml `subscription_groups`) states `email_group:<group>` for each
+    boolean it carries, at the event's time. Other keys and values are ignored.
+  The latest statement wins; on a tie a revocation wins. No row means no consent, except for
+  `email_group:*`: a group is opt-out, so no row means the customer gets the group's emails as
+  long as email_marketing is granted. A global unsubscribe revokes email_marketing and so every
+  group, whatever the group rows say.
 -#}
 
 with crm_rows as (
@@ -71,11 +78,41 @@ unsubscribe_statements as (
 
 ),
 
+group_choices as (
+
+    select
+        customer_id,
+        event_id,
+        event_ts,
+        properties,
+        unnest(json_keys(properties)) as group_id
+    from {{ ref('fct_events') }}
+    where event_type = 'preference_update'
+
+),
+
+group_statements as (
+
+    select
+        customer_id,
+        'email_group:' || group_id as purpose,
+        json_extract_string(properties, '$."' || group_id || '"') = 'true' as granted,
+        event_ts as stated_at,
+        'preference_event' as source,
+        event_id as source_ref
+    from group_choices
+    where regexp_full_match(group_id, '[a-z0-9_]+')
+        and json_type(properties, '$."' || group_id || '"') = 'BOOLEAN'
+
+),
+
 statements as (
 
     select * from crm_statements
     union all
     select * from unsubscribe_statements
+    union all
+    select * from group_statements
 
 ),
 

@@ -9,6 +9,7 @@ from personalization_assets import paths
 from personalization_assets.defs.campaigns import decisions, payloads
 from personalization_assets.defs.campaigns.config import (
     CampaignsConfig,
+    group_purpose,
     load_campaigns_config,
     validate_campaigns,
 )
@@ -136,7 +137,7 @@ def campaign_decisions(
             "select campaign_id, winner, reason, decided_at from campaigns.rollout_decisions "
             "order by campaign_id"
         ).fetchall()
-        opted_out = _opted_out_sends(con, send_date)
+        opted_out = _opted_out_sends(con, send_date, campaigns)
         over_cap = _over_cap(con, send_date, campaigns)
     statuses = sorted({status for _, status in summary.counts})
     table = ["| campaign | " + " | ".join(statuses) + " |", "|---|" + "---:|" * len(statuses)]
@@ -172,17 +173,29 @@ def campaign_decisions(
     )
 
 
-def _opted_out_sends(con, send_date: dt.date) -> int:
-    """Checked against the warehouse directly, not against the decision's own reasons."""
+def _opted_out_sends(con, send_date: dt.date, campaigns: CampaignsConfig) -> int:
+    """Checked against the warehouse directly, not against the decision's own reasons: consent,
+    unsubscribes, suppressions and the campaign's subscription group in the consent ledger."""
+    groups = " ".join(
+        f"when '{c.id}' then '{group_purpose(campaigns.group_of(c))}'" for c in campaigns.campaigns
+    )
+    group_opt_out = (
+        f"""or exists (select 1 from main.dim_consent g
+                  where g.customer_id = d.customer_id and not g.granted
+                    and g.purpose = case d.campaign_id {groups} end)"""
+        if groups and table_exists(con, "main", "dim_consent")
+        else ""
+    )
     return con.execute(
-        """
+        f"""
         select count(*) from campaigns.campaign_decisions d
         join main.dim_customers c using (customer_id)
         left join main.customer_keys k using (customer_id)
         left join main.customer_features f on f.customer_key = k.customer_key
         where d.send_date = ? and d.status = 'send'
           and (not c.email_consent or c.unsubscribed or coalesce(f.is_unsubscribed, false)
-               or exists (select 1 from campaigns.suppressions s where s.customer_id = d.customer_id))
+               or exists (select 1 from campaigns.suppressions s where s.customer_id = d.customer_id)
+               {group_opt_out})
         """,
         [send_date],
     ).fetchone()[0]

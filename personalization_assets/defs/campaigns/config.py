@@ -3,6 +3,12 @@
 Validation collects every problem (unknown segment, unknown or mistyped field in a rule, variant
 weights not summing to 1, a template that does not exist, duplicate ids) and reports them all
 with the campaign and rule named.
+
+Subscription groups (`subscription_groups:`) are what a customer can opt out of one by one in the
+preference centre; every campaign and journey belongs to one through its `category`. A campaign
+or journey without `category` belongs to the first declared group; a file without
+`subscription_groups` has the single group `marketing`. An unknown category fails at load time
+with the campaign or journey named.
 """
 
 from __future__ import annotations
@@ -12,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from personalization_assets.contract import EVENT_TYPES
 from personalization_assets.defs.campaigns.rollout import RolloutSpec
@@ -53,9 +59,28 @@ class DecisionRule(_Strict):
     behavioral: bool = False
 
 
+class SubscriptionGroup(_Strict):
+    """A kind of email a customer can opt out of on its own (preference centre)."""
+
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    name: str
+    description: str = ""
+
+
+DEFAULT_GROUPS = (SubscriptionGroup(id="marketing", name="Marketing emails"),)
+GROUP_PURPOSE_PREFIX = "email_group:"
+
+
+def group_purpose(group_id: str) -> str:
+    """The consent ledger's purpose for one subscription group (`dim_consent.purpose`)."""
+    return GROUP_PURPOSE_PREFIX + group_id
+
+
 class Campaign(_Strict):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     name: str
+    # Subscription group; None = the first group of `subscription_groups`.
+    category: str | None = None
     priority: int = 100
     enabled: bool = True
     trigger: Trigger = Trigger()
@@ -157,6 +182,8 @@ class ReEntry(_Strict):
 class Journey(_Strict):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     name: str
+    # Subscription group; None = the first group of `subscription_groups`.
+    category: str | None = None
     enabled: bool = True
     entry: Trigger
     audience: Audience = Audience()
@@ -280,12 +307,36 @@ def _instant_loops(journey: Journey, where: str) -> list[str]:
 
 class CampaignsConfig(_Strict):
     defaults: Defaults = Defaults()
+    subscription_groups: list[SubscriptionGroup] = Field(
+        default_factory=lambda: list(DEFAULT_GROUPS), min_length=1
+    )
     campaigns: list[Campaign] = Field(default_factory=list)
     journeys: list[Journey] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _known_categories(self) -> CampaignsConfig:
+        ids = [g.id for g in self.subscription_groups]
+        problems = [
+            f"subscription group '{g}' declared twice" for g in sorted(set(ids)) if ids.count(g) > 1
+        ]
+        for kind, items in (("campaign", self.campaigns), ("journey", self.journeys)):
+            for item in items:
+                if item.category is not None and item.category not in ids:
+                    problems.append(
+                        f"{kind} '{item.id}': category '{item.category}' is not a subscription "
+                        f"group (known: {ids})"
+                    )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @property
     def enabled(self) -> list[Campaign]:
         return sorted((c for c in self.campaigns if c.enabled), key=lambda c: (c.priority, c.id))
+
+    def group_of(self, item: Campaign | Journey) -> str:
+        """The subscription group a campaign or journey belongs to."""
+        return item.category or self.subscription_groups[0].id
 
 
 class CampaignConfigError(ValueError):

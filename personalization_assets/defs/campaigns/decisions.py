@@ -5,7 +5,8 @@ candidate a trigger produces ends in exactly one recorded state in `campaigns.ca
 
     send          eligible, a decision rule matched, assigned a variant, within the frequency cap
     holdout       eligible and matched, but in the campaign's holdout: recorded, never emailed
-    excluded      no email consent, unsubscribed, suppressed, or no valid email address
+    excluded      no email consent, unsubscribed, opted out of the campaign's subscription group
+                  (`group_opt_out`), suppressed, or no valid email address
     capped        would exceed the cross-campaign frequency cap (campaigns by priority)
     no_rule       no decision rule matched
     already_sent  this trigger (e.g. this abandoned cart) was already emailed on an earlier date
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 import duckdb
 
 from personalization_assets.defs.campaigns import rollout
-from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig
+from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig, group_purpose
 from personalization_assets.defs.campaigns.rollout import rollout_bucket_sql
 from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
 from personalization_assets.defs.privacy import pseudonym
@@ -267,7 +268,7 @@ def build_decisions(
                 join {FEATURES} f on f.customer_id = candidates.customer_id
                 left join main.dim_customer_contacts contacts
                     on contacts.customer_id = candidates.customer_id
-                {_consent_join(con)}
+                {_consent_join(con, config, campaigns)}
             ),
             prior_sends as (
                 select customer_id, count(*) as sends
@@ -415,23 +416,35 @@ def _has_consent_ledger(con: duckdb.DuckDBPyConnection) -> bool:
     return table_exists(con, "main", "dim_consent")
 
 
-def _consent_join(con: duckdb.DuckDBPyConnection) -> str:
+def _consent_join(
+    con: duckdb.DuckDBPyConnection, config: CampaignsConfig, campaigns: list[Campaign]
+) -> str:
+    """The ledger's email_marketing row and the row of the campaign's subscription group."""
     if not _has_consent_ledger(con):
         return ""
-    return """left join main.dim_consent consent
+    purposes = " ".join(
+        f"when {_literal(c.id)} then {_literal(group_purpose(config.group_of(c)))}"
+        for c in campaigns
+    )
+    return f"""left join main.dim_consent consent
                     on consent.customer_id = candidates.customer_id
-                   and consent.purpose = 'email_marketing'"""
+                   and consent.purpose = 'email_marketing'
+                left join main.dim_consent group_consent
+                    on group_consent.customer_id = candidates.customer_id
+                   and group_consent.purpose = case candidates.campaign_id {purposes} end"""
 
 
 def _consent_exclusion(con: duckdb.DuckDBPyConnection) -> str:
-    """Email consent from the consent ledger (latest statement wins; none = no consent), or the
-    CRM flags where the ledger is not built (hand-made warehouses)."""
+    """Email consent from the consent ledger (latest statement wins; none = no consent), then the
+    campaign's subscription group (opt-out: only a revoking row excludes); or the CRM flags where
+    the ledger is not built (hand-made warehouses)."""
     if not _has_consent_ledger(con):
         return """when not coalesce(f.email_consent, false) then 'no_email_consent'
                         when f.is_unsubscribed then 'unsubscribed'"""
     return """when not coalesce(consent.granted, false) then
                             case when consent.source = 'unsubscribe_event' or f.is_unsubscribed
-                                 then 'unsubscribed' else 'no_email_consent' end"""
+                                 then 'unsubscribed' else 'no_email_consent' end
+                        when not coalesce(group_consent.granted, true) then 'group_opt_out'"""
 
 
 def _journey_sends(con: duckdb.DuckDBPyConnection) -> str:

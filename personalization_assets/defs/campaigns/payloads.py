@@ -328,20 +328,27 @@ def _record(row, result, send_date, versions, now) -> dict[str, Any]:
 
 
 def _write_jsonl(
-    con: duckdb.DuckDBPyConnection, send_date: dt.date, campaigns: set[str], folder: Path
+    con: duckdb.DuckDBPyConnection,
+    send_date: dt.date,
+    campaigns: set[str],
+    folder: Path,
+    *,
+    table: str = f"{SCHEMA}.email_payloads",
+    file_prefix: str = "",
 ) -> list[Path]:
-    """ESP-ready JSONL, one file per campaign, replaced atomically (write-then-rename). Only the
-    files of campaigns whose payloads changed are rewritten."""
+    """ESP-ready JSONL, one file per campaign (or journey: `table` = the journey payloads,
+    `file_prefix` = "journey__"), replaced atomically (write-then-rename). Only the files of
+    campaigns whose payloads changed are rewritten."""
     folder.mkdir(parents=True, exist_ok=True)
     for campaign_id in sorted(campaigns):
-        (folder / f"{campaign_id}.jsonl").unlink(missing_ok=True)
+        (folder / f"{file_prefix}{campaign_id}.jsonl").unlink(missing_ok=True)
         items = (
             con.sql(
                 f"""select idempotency_key, to_address, subject, preheader, html, text, headers,
                            campaign_id, variant, rule, model_versions
-                    from {SCHEMA}.email_payloads
+                    from {table}
                     where send_date = ? and campaign_id = ? and status = 'rendered'
-                    order by customer_id""",
+                    order by customer_id, idempotency_key""",
                 params=[send_date, campaign_id],
             )
             .to_arrow_table()
@@ -349,7 +356,7 @@ def _write_jsonl(
         )
         if not items:
             continue
-        path = folder / f"{campaign_id}.jsonl"
+        path = folder / f"{file_prefix}{campaign_id}.jsonl"
         tmp = path.with_suffix(".jsonl.tmp")
         with tmp.open("w", encoding="utf-8") as handle:
             for item in items:
@@ -373,4 +380,29 @@ def _write_jsonl(
                     + "\n"
                 )
         tmp.replace(path)
-    return sorted(folder.glob("*.jsonl"))
+    return sorted(folder.glob(f"{file_prefix}*.jsonl"))
+
+
+def write_journey_jsonl(
+    con: duckdb.DuckDBPyConnection, output_dir: Path, rendered_since: dt.datetime
+) -> list[Path]:
+    """ESP-ready JSONL of the journey payloads rendered at or after `rendered_since`, next to
+    the campaigns' (`<output>/payloads/send_date=*/journey__<journey>.jsonl`): the send-time API
+    serves every email's view-in-browser link from these files."""
+    pairs = con.execute(
+        """select distinct send_date, campaign_id from delivery.journey_payloads
+           where rendered_at >= ? and status = 'rendered' order by all""",
+        [rendered_since],
+    ).fetchall()
+    written: list[Path] = []
+    for send_date, journey_id in pairs:
+        folder = output_dir / "payloads" / f"send_date={send_date}"
+        written += _write_jsonl(
+            con,
+            send_date,
+            {journey_id},
+            folder,
+            table="delivery.journey_payloads",
+            file_prefix="journey__",
+        )
+    return sorted(set(written))

@@ -190,8 +190,10 @@ def journey_progress(
     """Each customer's place in each journey (`delivery.journey_state`), advanced to the clock.
 
     Goals end journeys first, triggers start new ones, then waits, branches and sends move on;
-    send steps render into `delivery.journey_payloads` for `email_deliveries`.
+    send steps render into `delivery.journey_payloads` for `email_deliveries`, and ESP-ready to
+    `<output>/payloads/send_date=*/journey__<journey>.jsonl` (what "view in browser" serves).
     """
+    from personalization_assets.defs.campaigns import payloads
     from personalization_assets.defs.campaigns.assets import TEMPLATES_DIR, load_validated_campaigns
     from personalization_assets.defs.segments.membership import feature_schema
 
@@ -210,6 +212,7 @@ def journey_progress(
             )
         )
         summary = journeys.advance_journeys(con, campaigns, renderer, clock=clock)
+        jsonl = payloads.write_journey_jsonl(con, paths.output_dir(), clock)
     for template, error in summary.render_errors.items():
         context.log.error(f"journey template {template} failed: {error}")
     statuses = sorted({s for _, s in summary.states})
@@ -229,6 +232,7 @@ def journey_progress(
                 {f"{j}/{s}": n for (j, s), n in sorted(summary.sends.items())}
             ),
             "active": sum(n for (_, s), n in summary.states.items() if s == "active"),
+            "jsonl_files": len(jsonl),
             "dagster/row_count": sum(summary.states.values()),
         }
     )

@@ -152,32 +152,33 @@ class _DeliveryRun:
         )
         self.summary.attempts += len(batch)
         sendable = []
+        invalid = []
         for message in batch:
             problem = valid_address(message.to_address)
             if problem:
-                self._record(message, SendOutcome("failed", error=problem))
+                invalid.append((message, SendOutcome("failed", error=problem)))
             else:
                 sendable.append(message)
+        self._record(invalid)
         if not sendable:
             return
         if not self.dry_run:  # the rate limit protects the mail server; a dry run sends nothing
             self.pacer.wait(len(sendable))
         emails = [_outgoing(m, self.config) for m in sendable]
-        for message, outcome in zip(sendable, self.sender.send_batch(emails), strict=False):
-            self._record(message, outcome)
+        self._record(list(zip(sendable, self.sender.send_batch(emails), strict=False)))
 
-    def _record(self, message: ledger.ClaimedMessage, outcome: SendOutcome) -> None:
-        status = ledger.record(
+    def _record(self, outcomes: list[tuple[ledger.ClaimedMessage, SendOutcome]]) -> None:
+        statuses = ledger.record_many(
             self.con,
-            message,
-            outcome,
+            outcomes,
             run_id=self.run_id,
             now=self.clock.now(),
             retry=self.config.retry,
             dry_run=self.dry_run,
             events=self.events,
         )
-        self.summary.outcomes[status] += 1
+        for status in statuses:
+            self.summary.outcomes[status] += 1
 
     def flush_events(self) -> None:
         ledger.write_events(self.con, self.events)

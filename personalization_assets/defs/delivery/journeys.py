@@ -16,8 +16,8 @@ move logged in `delivery.journey_history`. `advance_journeys(clock)` does, per e
    - `send` renders the template for the customer (same renderer and context as campaigns) into
      `delivery.journey_payloads` with `send_at = step_at` (or, with a `schedule`, the next
      recipient-local slot after it) and moves on; delivery sends it.
-     A customer no longer eligible (consent, unsubscribed, suppressed, no address) exits
-     `ineligible`.
+     A customer no longer eligible (consent, unsubscribed, opted out of the journey's
+     subscription group, suppressed, no address) exits `ineligible`.
    - `wait` moves on at `step_at + delay` once the clock has reached it.
    - `wait_for` moves to `then` at the event's time if the customer did the event within the
      timeout, else to `timeout_then` at `step_at + timeout`.
@@ -39,7 +39,13 @@ import pandas as pd
 import pyarrow as pa
 
 from personalization_assets.defs.campaigns import decisions, timing
-from personalization_assets.defs.campaigns.config import EXIT, CampaignsConfig, Journey, JourneyStep
+from personalization_assets.defs.campaigns.config import (
+    EXIT,
+    CampaignsConfig,
+    Journey,
+    JourneyStep,
+    group_purpose,
+)
 from personalization_assets.defs.campaigns.decisions import _audience_sql, trigger_sql
 from personalization_assets.defs.campaigns.payloads import build_context, product_lists_sql
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
@@ -92,6 +98,8 @@ def advance_journeys(
     summary = JourneySummary(clock=clock)
     for journey in (j for j in config.journeys if j.enabled):
         runner = _JourneyRunner(con, journey, clock, renderer, config.defaults.base_url, summary)
+        if table_exists(con, "main", "dim_consent"):
+            runner.group_purpose = group_purpose(config.group_of(journey))
         runner.goal_exits()
         runner.enter()
         runner.advance()
@@ -113,6 +121,7 @@ class _JourneyRunner:
         self.base_url = base_url
         self.summary = summary
         self.params = {"journey": journey.id, "clock": clock}
+        self.group_purpose: str | None = None  # the consent ledger's row for the journey's group
 
     def goal_exits(self) -> None:
         if self.journey.goal is None:
@@ -253,7 +262,7 @@ class _JourneyRunner:
 
     def _send(self, step: JourneyStep, following: str) -> int:
         here = f"s.current_step = {_literal(step.id)}"
-        reason = _ineligible_sql()
+        reason = _ineligible_sql(self.group_purpose)
         self._log(
             _literal(step.id),
             "'ineligible'",
@@ -419,14 +428,22 @@ def _schedule_rows(rows: list[dict[str, Any]], spec: ScheduleSpec | None) -> Non
             rows[i]["send_at"] = send_at.to_pydatetime()
 
 
-def _ineligible_sql() -> str:
-    """Why the instance's customer may not be emailed now (null = eligible); as in decisions."""
+def _ineligible_sql(purpose: str | None = None) -> str:
+    """Why the instance's customer may not be emailed now (null = eligible); as in decisions.
+    `purpose`: a revoking ledger row for it (the journey's subscription group) excludes."""
+    group = (
+        f"""when exists (select 1 from main.dim_consent g where g.customer_id = s.customer_id
+                     and g.purpose = {_literal(purpose)} and not g.granted) then 'group_opt_out'"""
+        if purpose
+        else ""
+    )
     features = pseudonym.reidentified_sql("main.customer_features")
     return f"""(case
         when not coalesce((select f.email_consent from {features} f
                            where f.customer_id = s.customer_id), false) then 'no_email_consent'
         when coalesce((select f.is_unsubscribed from {features} f
                        where f.customer_id = s.customer_id), false) then 'unsubscribed'
+        {group}
         when exists (select 1 from campaigns.suppressions sup
                      left join main.dim_customer_contacts c on c.customer_id = s.customer_id
                      where sup.customer_id = s.customer_id or sup.email = c.email) then 'suppressed'

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
 import duckdb
@@ -253,21 +253,100 @@ def claim(
     ]
 
 
-def record(
+def record_many(
     con: duckdb.DuckDBPyConnection,
-    message: ClaimedMessage,
-    outcome: SendOutcome,
+    outcomes: Sequence[tuple[ClaimedMessage, SendOutcome]],
     *,
     run_id: str,
     now: dt.datetime,
     retry: RetryPolicy,
     dry_run: bool = False,
     events: list[tuple] | None = None,
-) -> str:
-    """Write one outcome (only onto this run's claim) and return the new status.
+) -> list[str]:
+    """Write a batch's outcomes in one statement (only onto this run's claims); return the new
+    statuses in order.
 
-    The delivery event goes to `events` when given (the caller writes them in bulk with
-    `write_events`; the ledger row is the record of truth), else straight to the table."""
+    One UPDATE per batch, not per message: a DuckDB point update costs ~10 ms, which made a
+    10k-payload dry run take 100 s. The delivery event goes to `events` when given (the caller
+    writes them in bulk with `write_events`; the ledger row is the record of truth), else
+    straight to the table."""
+    statuses: list[str] = []
+    updates: list[dict] = []
+    for message, outcome in outcomes:
+        status, error = _outcome_status(message, outcome, retry, dry_run)
+        statuses.append(status)
+        updates.append(
+            {
+                "key": message.idempotency_key,
+                "status": status,
+                "provider": outcome.provider_message_id,
+                "error": error,
+                "to_address": message.to_address,
+                "next_attempt_at": (
+                    now + dt.timedelta(seconds=retry.backoff(message.attempts))
+                    if status == "retry"
+                    else None
+                ),
+            }
+        )
+    if not updates:
+        return statuses
+    table = pa.Table.from_pylist(
+        updates,
+        schema=pa.schema(
+            [
+                ("key", pa.string()),
+                ("status", pa.string()),
+                ("provider", pa.string()),
+                ("error", pa.string()),
+                ("to_address", pa.string()),
+                ("next_attempt_at", pa.timestamp("us")),
+            ]
+        ),
+    )
+    con.register("_outcomes", table)
+    try:
+        con.execute(
+            f"""
+            update {LEDGER} set status = o.status, provider_message_id = o.provider,
+                last_error = o.error, to_address = o.to_address,
+                next_attempt_at = o.next_attempt_at, updated_at = $now,
+                sent_at = case when o.status = 'sent' then $now end
+            from _outcomes o
+            where {LEDGER}.idempotency_key = o.key and {LEDGER}.status = 'sending'
+              and {LEDGER}.run_id = $run_id
+            """,
+            {"now": now, "run_id": run_id},
+        )
+    finally:
+        con.unregister("_outcomes")
+    rows = []
+    for (message, _), status, update in zip(outcomes, statuses, updates, strict=True):
+        if not dry_run:
+            event = {"sent": "sent", "retry": "deferred", "bounced": "bounce"}.get(status, status)
+            rows.append(
+                (
+                    message.idempotency_key,
+                    message.customer_id,
+                    message.campaign_id,
+                    message.to_address,
+                    event,
+                    update["error"],
+                    now,
+                )
+            )
+        if status == "bounced":
+            suppress(con, message.customer_id, message.to_address, "hard_bounce", now)
+    if events is None:
+        write_events(con, rows)
+    else:
+        events.extend(rows)
+    return statuses
+
+
+def _outcome_status(
+    message: ClaimedMessage, outcome: SendOutcome, retry: RetryPolicy, dry_run: bool
+) -> tuple[str, str | None]:
     if outcome.kind == "sent":
         status = "dry_run" if dry_run else "sent"
     elif outcome.kind == "temporary":
@@ -277,45 +356,7 @@ def record(
     error = outcome.error
     if outcome.kind == "temporary" and status == "failed":
         error = f"gave up after {message.attempts} attempts: {error}"
-    next_attempt = (
-        now + dt.timedelta(seconds=retry.backoff(message.attempts)) if status == "retry" else None
-    )
-    con.execute(
-        f"""
-        update {LEDGER} set status = $status, provider_message_id = $provider, last_error = $error,
-            to_address = $to, next_attempt_at = $next, updated_at = $now,
-            sent_at = case when $status = 'sent' then $now end
-        where idempotency_key = $key and status = 'sending' and run_id = $run_id
-        """,
-        {
-            "status": status,
-            "provider": outcome.provider_message_id,
-            "error": error,
-            "to": message.to_address,
-            "next": next_attempt,
-            "now": now,
-            "key": message.idempotency_key,
-            "run_id": run_id,
-        },
-    )
-    if not dry_run:
-        event = {"sent": "sent", "retry": "deferred", "bounced": "bounce"}.get(status, status)
-        row = (
-            message.idempotency_key,
-            message.customer_id,
-            message.campaign_id,
-            message.to_address,
-            event,
-            error,
-            now,
-        )
-        if events is None:
-            write_events(con, [row])
-        else:
-            events.append(row)
-    if status == "bounced":
-        suppress(con, message.customer_id, message.to_address, "hard_bounce", now)
-    return status
+    return status, error
 
 
 def suppress(

@@ -15,6 +15,7 @@ from personalization_assets.defs.warehouse.resources import (
     ProjectConfigResource,
     WarehouseResource,
 )
+from personalization_assets.settings import load_pipeline_settings
 
 GROUP = "ingest"
 OWNERS = ["team:data-engineering"]
@@ -114,6 +115,7 @@ def raw_event_lines(
     context: dg.AssetExecutionContext,
     warehouse: WarehouseResource,
     landing_zone: LandingZoneResource,
+    project_config: ProjectConfigResource,
 ) -> Iterator[dg.MaterializeResult]:
     """Load the event files of the run's landing days into `raw.event_lines`.
 
@@ -122,8 +124,11 @@ def raw_event_lines(
     """
     window = context.partition_key_range
     days = (dt.date.fromisoformat(window.start), dt.date.fromisoformat(window.end))
+    batch_mb = load_pipeline_settings(project_config.path).ingest.load_batch_mb
     with warehouse.connect() as con:
-        result = landing.load_event_lines(con, landing_zone.path, days=days)
+        result = landing.load_event_lines(
+            con, landing_zone.path, days=days, batch_bytes=batch_mb * 1024 * 1024
+        )
     _log(context, result)
     span = f"{window.start} … {window.end}"
     yield dg.MaterializeResult(

@@ -24,7 +24,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from personalization_assets.defs.ingest.order_imports import (
 from personalization_assets.defs.privacy import tombstone
 
 RAW_SCHEMA = "raw"
+DEFAULT_BATCH_BYTES = 256 * 1024 * 1024  # config/pipeline.yaml ingest.load_batch_mb
 EVENT_FOLDER_RE = re.compile(r"^date=(\d{4}-\d{2}-\d{2})$")
 
 REQUIRED_CUSTOMER_COLUMNS = ("customer_id", "email", "email_consent")
@@ -157,11 +158,14 @@ def load_event_lines(
     landing_dir: Path,
     now: dt.datetime | None = None,
     days: tuple[dt.date, dt.date] | None = None,
+    batch_bytes: int = DEFAULT_BATCH_BYTES,
 ) -> LoadResult:
     """Load every non-blank line of the landing event files into `raw.event_lines`.
 
     With `days=(first, last)` only those landing days are replaced (a partition or a range of
-    them); without, the whole table is. Either way re-running gives the same rows.
+    them); without, the whole table is. Either way re-running gives the same rows. Files go in
+    batches of about `batch_bytes` (one INSERT each, in file order), so memory follows the
+    batch, not the landing zone: one statement over 15M lines held every line at once.
     """
     now = now or _utcnow()
     ensure_raw_schema(con)
@@ -192,40 +196,57 @@ def load_event_lines(
         result.message = _empty_message(landing_dir, "events", "events/date=YYYY-MM-DD/*.ndjson")
         return result
     prefix_len = len(str(landing_dir.absolute())) + 2
-    con.execute(
-        f"""
-        insert into {RAW_SCHEMA}.event_lines
-        with files as (
-            select filename, string_split(content, chr(10)) as lines
-            from read_text(?)
-        ),
-        lines as (
+    for batch in _batches(files, batch_bytes):
+        con.execute(
+            f"""
+            insert into {RAW_SCHEMA}.event_lines
+            with files as (
+                select filename, string_split(content, chr(10)) as lines
+                from read_text(?)
+            ),
+            lines as (
+                select
+                    substr(filename, {prefix_len}) as source_file,
+                    unnest(lines) as raw_line,
+                    unnest(range(1, len(lines) + 1)) as line_no
+                from files
+            )
             select
-                substr(filename, {prefix_len}) as source_file,
-                unnest(lines) as raw_line,
-                unnest(range(1, len(lines) + 1)) as line_no
-            from files
+                lines.source_file,
+                cast(regexp_extract(
+                    lines.source_file, 'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) as date
+                ) as landing_date,
+                lines.line_no,
+                rtrim(lines.raw_line, chr(13)) as raw_line,
+                register.first_loaded_at as loaded_at
+            from lines
+            join {RAW_SCHEMA}.landing_files as register using (source_file)
+            where trim(lines.raw_line) <> ''
+            order by lines.source_file, lines.line_no
+            """,
+            [[str(p.absolute()) for p in batch]],
         )
-        select
-            lines.source_file,
-            cast(regexp_extract(lines.source_file, 'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) as date)
-                as landing_date,
-            lines.line_no,
-            rtrim(lines.raw_line, chr(13)) as raw_line,
-            register.first_loaded_at as loaded_at
-        from lines
-        join {RAW_SCHEMA}.landing_files as register using (source_file)
-        where trim(lines.raw_line) <> ''
-        order by lines.source_file, lines.line_no
-        """,
-        [[str(p.absolute()) for p in files]],
-    )
     result.erased_rows = tombstone.drop_erased_event_lines(con)
     result.rows = con.execute(
         f"select count(*) from {RAW_SCHEMA}.event_lines where source_file in (select unnest(?))",
         [result.files],
     ).fetchall()[0][0]
     return result
+
+
+def _batches(files: Sequence[Path], batch_bytes: int) -> Iterator[list[Path]]:
+    """Consecutive groups of files of about `batch_bytes` together (at least one file each)."""
+    batch: list[Path] = []
+    size = 0
+    for path in files:
+        file_size = path.stat().st_size
+        if batch and size + file_size > batch_bytes:
+            yield batch
+            batch, size = [], 0
+        batch.append(path)
+        size += file_size
+    if batch:
+        yield batch
 
 
 def _days_with_lines(con: duckdb.DuckDBPyConnection) -> set[dt.date]:

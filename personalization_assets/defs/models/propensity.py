@@ -43,19 +43,15 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from pandas.util import hash_pandas_object
 from pydantic import BaseModel, ConfigDict, Field
-from sklearn.metrics import (
-    average_precision_score,
-    brier_score_loss,
-    log_loss,
-    roc_auc_score,
-)
+
+if TYPE_CHECKING:  # imported lazily: xgboost + scikit-learn add ~2 s to every process start
+    import xgboost as xgb
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
@@ -307,6 +303,13 @@ def calibration_table(y_true: Any, y_prob: Any, *, bins: int = 10) -> pd.DataFra
 
 def classification_metrics(y_true: Any, y_prob: Any) -> dict[str, float]:
     """ROC-AUC, PR-AUC (average precision), log loss, Brier, plus counts/rates."""
+    from sklearn.metrics import (
+        average_precision_score,
+        brier_score_loss,
+        log_loss,
+        roc_auc_score,
+    )
+
     y = np.asarray(y_true, dtype=np.int8)
     p = np.asarray(y_prob, dtype=np.float64)
     if np.isnan(p).any():
@@ -362,6 +365,8 @@ class PropensityResult:
 
     def metadata(self) -> dict[str, Any]:
         """JSON-serialisable sidecar contents (no booster)."""
+        import xgboost as xgb
+
         return {
             "artifact_format_version": ARTIFACT_FORMAT_VERSION,
             "model_version": self.model_version,
@@ -408,6 +413,8 @@ def _feature_matrix(frame: pd.DataFrame, feature_columns: Sequence[str]) -> np.n
 def _dmatrix(
     frame: pd.DataFrame, feature_columns: Sequence[str], label: np.ndarray | None = None
 ) -> xgb.DMatrix:
+    import xgboost as xgb
+
     return xgb.DMatrix(
         _feature_matrix(frame, feature_columns),
         label=label,
@@ -444,6 +451,8 @@ def train_propensity(
     Raises :class:`InsufficientTrainingData` when the data cannot support a
     meaningful model (see :func:`time_split`).
     """
+    import xgboost as xgb
+
     params = params or PropensityParams()
     feature_columns = list(feature_columns)
     if not feature_columns:
@@ -540,6 +549,8 @@ def score(
     ``feature_columns`` defaults to the model's own list; when given it must match
     the booster's feature names (same names, same order).
     """
+    import xgboost as xgb
+
     if isinstance(model, PropensityResult | LoadedPropensityModel):
         booster, own = model.booster, model.feature_columns
     elif isinstance(model, xgb.Booster):
@@ -633,6 +644,8 @@ def _sidecar_path(model_path: Path) -> Path:
 
 def load_model(path: str | Path) -> LoadedPropensityModel:
     """Read a model written by :func:`save_model` (the ``.json`` path it returned)."""
+    import xgboost as xgb
+
     path = Path(path)
     meta_path = _sidecar_path(path)
     if not meta_path.exists():

@@ -240,6 +240,11 @@ def _copy_tables(con: duckdb.DuckDBPyConnection) -> None:
             from wh.main.fct_order_lines l join wh.main.dim_products p using (product_id)
             where not l.is_cancellation and l.customer_id is not null
             qualify row_number() over (partition by l.customer_id order by l.ordered_at desc) = 1""",
+        ("main", "dim_consent"): """
+            create table group_consent as
+            select customer_id, substr(purpose, 13) as group_id, granted
+            from wh.main.dim_consent where starts_with(purpose, 'email_group:')
+            order by customer_id, group_id""",
         ("raw", "landing_files"): """
             create table landing_files as
             select source_file from wh.raw.landing_files where source = 'events'""",
@@ -254,6 +259,7 @@ def _copy_tables(con: duckdb.DuckDBPyConnection) -> None:
         "similar_products": "product_id varchar, rank bigint, similar_product_id varchar",
         "recent_purchase": "customer_id varchar, product_id varchar, name varchar",
         "landing_files": "source_file varchar",
+        "group_consent": "customer_id varchar, group_id varchar, granted boolean",
     }
     for (schema, table), sql in optional.items():
         if _exists(con, schema, table):
