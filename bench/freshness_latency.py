@@ -114,7 +114,11 @@ def main() -> None:
     con = duckdb.connect(str(OUT / "warehouse.duckdb"), read_only=True)
     as_of = con.execute("select as_of from feature_as_of").fetchone()[0]
     customers = [
-        r[0] for r in con.execute("select customer_id from customer_features limit 50").fetchall()
+        r[0]
+        for r in con.execute(
+            "select k.customer_id from customer_features f "
+            "join customer_keys k using (customer_key) limit 50"
+        ).fetchall()
     ]
     products = [
         r[0]

@@ -132,7 +132,7 @@ def bench_recommendations(n: int, n_items: int, events: float, als: rec.AlsParam
     out: pd.DataFrame
     with timed(rows, "recs: recommend_top_n all users (n=10)"):
         out = rec.recommend_top_n(model, matrix, n=10, catalog=catalog)
-    rows[-1] = (*rows[-1][:2], f"{len(out):,} rows, {out['customer_id'].nunique():,} customers")
+    rows[-1] = (*rows[-1][:2], f"{len(out):,} rows, {out['customer_key'].nunique():,} customers")
     del out
 
     metrics: dict[str, dict[str, float]] = {}

@@ -93,6 +93,12 @@ def prepare_spark_invocation(duckdb_path: Path) -> dict[str, int]:
     for key, value in spark_env().items():
         if key not in os.environ or key in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
             os.environ[key] = value
+    # The pseudonym key's HMAC pads for the spark target's session conf (`customer_key()`).
+    from personalization_assets.defs.privacy import pseudonym
+
+    ipad, opad = pseudonym.hmac_pads()
+    os.environ["DBT_ENV_SECRET_PSEUDONYM_IPAD"] = ipad.hex()
+    os.environ["DBT_ENV_SECRET_PSEUDONYM_OPAD"] = opad.hex()
     return export_raw_tables(duckdb_path)
 
 

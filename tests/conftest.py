@@ -15,6 +15,7 @@ import duckdb
 import pytest
 
 from personalization_assets import paths
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.project import prepare_manifest
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -60,6 +61,12 @@ class BuiltWarehouse:
 def dbt_manifest() -> Path:
     """The dbt manifest, prepared like `make` does (tests never depend on a manual `dbt parse`)."""
     return prepare_manifest()
+
+
+def by_id(relation: str) -> str:
+    """A pseudonymized analytics relation (keyed by customer_key) with `customer_id` added back
+    through the restricted `customer_keys`, so tests can look customers up by id."""
+    return pseudonym.reidentified_sql(relation)
 
 
 def project_env(root: Path) -> dict[str, str]:

@@ -13,6 +13,7 @@
     recency_lt_days = days from first to last purchase day; age_lt_days = days from first
     purchase day to as_of; monetary_lt = mean value per repeat purchase day (first day excluded).
   - behavioural (browsing) features use only customers with tracking consent; others get nulls.
+  - rows are keyed by the pseudonymous customer_key (no customer_id leaves this macro).
 -#}
 {% macro customer_features_sql(as_of_relation) %}
 
@@ -269,7 +270,7 @@ joined as (
 
     select
         customers.as_of,
-        customers.customer_id,
+        keys.customer_key,
         customers.customer_source,
         -- demographics
         customers.gender,
@@ -328,6 +329,9 @@ joined as (
         device_stats.preferred_device,
         hour_stats.preferred_hour
     from customers
+    {#- Pseudonymized: the output is keyed by customer_key only (restricted customer_keys maps back). #}
+    inner join {{ ref('customer_keys') }} as keys
+        on keys.customer_id = customers.customer_id
     left join order_stats
         on customers.as_of = order_stats.as_of and customers.customer_id = order_stats.customer_id
     left join lifetimes_stats

@@ -259,7 +259,8 @@ def test_no_payload_reaches_an_opted_out_or_unsubscribed_customer(sample_shop):
         """
         select count(*) from campaigns.email_payloads p
         join dim_customers c using (customer_id)
-        join customer_features f using (customer_id)
+        join customer_keys k using (customer_id)
+        join customer_features f using (customer_key)
         where not c.email_consent or c.unsubscribed or f.is_unsubscribed
         """
     )[0][0]

@@ -21,6 +21,7 @@ from personalization_assets.defs.delivery.journeys import advance_journeys
 from personalization_assets.defs.delivery.ledger import suppress
 from personalization_assets.defs.delivery.senders import SmtpSender, SmtpSettings
 from personalization_assets.defs.segments.membership import feature_schema
+from tests.conftest import by_id
 from tests.delivery.support import StepClock, delivery_config
 
 SHIPPED = load_campaigns_config(paths.PROJECT_ROOT / "config" / "campaigns.yaml")
@@ -66,8 +67,8 @@ def shop(sample_shop, tmp_path):
     customers = [
         row[0]
         for row in con.execute(
-            """
-            select f.customer_id from main.customer_features f
+            f"""
+            select f.customer_id from {by_id("main.customer_features")} f
             join main.dim_customer_contacts c using (customer_id)
             where f.email_consent and not f.is_unsubscribed and c.email is not null
               and not exists (select 1 from campaigns.suppressions s
@@ -221,10 +222,10 @@ def test_branches_take_the_first_matching_case_else_otherwise(shop):
     con, t0, (c1, c2, c3) = shop
     segment, c3_in_it = con.execute(
         """
-        select s.segment, exists (select 1 from segments.customer_segments t
+        select s.segment, exists (select 1 from {segments} t
                                   where t.customer_id = $c3 and t.segment = s.segment)
-        from segments.customer_segments s where s.customer_id = $c2 order by 2, 1 limit 1
-        """,
+        from {segments} s where s.customer_id = $c2 order by 2, 1 limit 1
+        """.format(segments=by_id("segments.customer_segments")),
         {"c2": c2, "c3": c3},
     ).fetchall()[0]
     journey = _journey(

@@ -16,7 +16,7 @@ from personalization_assets.defs.automation.sensors import landing_event_files_s
 from personalization_assets.edge.collector import create_collector_app
 from personalization_assets.edge.send_time import create_send_time_app
 from personalization_assets.edge.settings import load_edge_settings
-from tests.conftest import BuiltWarehouse, project_env, run_job
+from tests.conftest import BuiltWarehouse, by_id, project_env, run_job
 from tests.edge.servers import serve
 
 
@@ -47,7 +47,7 @@ def test_a_tracked_event_reaches_fct_events_and_the_next_snapshot(
         api={"reload_check_ms": 0},
     )
     [(customer, product)] = shop.query(
-        """select r.customer_id, r.product_id from models.product_recommendations r
+        f"""select r.customer_id, r.product_id from {by_id("models.product_recommendations")} r
         join main.dim_customers c using (customer_id)
         where r.source = 'als' and r.rank = 1 and c.tracking_consent and c.email_consent
           and not c.unsubscribed
@@ -91,7 +91,8 @@ def test_a_tracked_event_reaches_fct_events_and_the_next_snapshot(
     assert after["snapshot"]["snapshot_at"] != fresh["snapshot"]["snapshot_at"]
     assert after["freshness"] == {**after["freshness"], "fresh_events": 0}
     expected = shop.query(
-        "select product_id from models.product_recommendations where customer_id = ? order by rank",
+        f"select product_id from {by_id('models.product_recommendations')} "
+        "where customer_id = ? order by rank",
         [customer],
     )
     assert [r["product_id"] for r in after["recommendations"]] == [p for (p,) in expected]

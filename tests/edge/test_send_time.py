@@ -20,6 +20,7 @@ from personalization_assets.edge.freshness import EdgeAls
 from personalization_assets.edge.send_time import create_send_time_app
 from personalization_assets.edge.settings import load_edge_settings
 from personalization_assets.edge.snapshot import SnapshotReader
+from tests.conftest import by_id
 from tests.edge.servers import serve
 
 
@@ -68,13 +69,15 @@ def test_a_known_customer_gets_tokens_segments_decision_and_recommendations(samp
     )
     assert body["tokens"]["first_name"] == first_name and body["tokens"]["city"] == city
     segments = sample_shop.query(
-        "select segment from segments.customer_segments where customer_id = ?", [customer]
+        f"select segment from {by_id('segments.customer_segments')} where customer_id = ?",
+        [customer],
     )
     assert sorted(s["segment"] for s in body["segments"]) == sorted(s for (s,) in segments)
     assert body["decision"]["status"] == "send" and body["decision"]["variant"] == variant
     assert list(body["decisions"]) == [campaign]
     expected = sample_shop.query(
-        "select product_id from models.product_recommendations where customer_id = ? order by rank",
+        f"select product_id from {by_id('models.product_recommendations')} "
+        "where customer_id = ? order by rank",
         [customer],
     )
     assert [r["product_id"] for r in body["recommendations"]] == [p for (p,) in expected]
@@ -146,9 +149,11 @@ def test_the_edge_als_update_reproduces_implicits_user_solve(sample_shop, shop_s
     model, matrix = recommendation_runs.load_state(sample_shop.root / "models" / "recommendations")
     reader = SnapshotReader(shop_snapshot)
     als = EdgeAls(reader.get())
+    # The ALS state is keyed by customer_key; the snapshot (like the API) by customer id.
+    ids = dict(sample_shop.query("select customer_key, customer_id from main.customer_keys"))
     rows = np.flatnonzero(np.diff(matrix.user_items.indptr) > 0)[:: max(1, matrix.shape[0] // 25)]
     for row in rows:
-        view = reader.customer(str(matrix.user_ids[row]))
+        view = reader.customer(ids[str(matrix.user_ids[row])])
         scaled, _ = als.scaled_row(view.als_cells, [])
         expected = matrix.user_items[row]
         np.testing.assert_allclose(scaled.toarray(), expected.toarray(), rtol=1e-4, atol=1e-6)
@@ -161,13 +166,13 @@ def test_new_events_from_the_collector_refresh_recommendations_at_the_edge(
     sample_shop, shop_snapshot, tmp_path
 ):
     [(customer,)] = sample_shop.query(
-        """select r.customer_id from models.product_recommendations r
+        f"""select r.customer_id from {by_id("models.product_recommendations")} r
         join main.dim_customers c using (customer_id)
         where r.source = 'als' and c.email_consent and not c.unsubscribed and c.tracking_consent
         group by 1 order by 1 limit 1"""
     )
     top = sample_shop.query(
-        "select product_id from models.product_recommendations where customer_id = ? "
+        f"select product_id from {by_id('models.product_recommendations')} where customer_id = ? "
         "order by rank limit 2",
         [customer],
     )

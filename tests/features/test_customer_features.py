@@ -9,7 +9,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from tests.conftest import run_job, write_landing
+from tests.conftest import by_id, run_job, write_landing
 
 AS_OF = "2026-10-31T12:00:00+00:00"
 
@@ -169,7 +169,9 @@ def tiny_shop(tmp_path_factory):
 
 
 def _features(con, customer_id):
-    frame = con.execute("select * from customer_features where customer_id = ?", [customer_id]).df()
+    frame = con.execute(
+        f"select * from {by_id('customer_features')} where customer_id = ?", [customer_id]
+    ).df()
     return frame.iloc[0].to_dict()
 
 
@@ -201,8 +203,8 @@ def test_quintile_scores_rank_purchasers_with_recency_reversed(tiny_shop):
     scores = {
         row[0]: row[1:]
         for row in tiny_shop.execute(
-            "select customer_id, r_score, f_score, m_score from customer_features "
-            "where r_score is not null order by 1"
+            "select customer_id, r_score, f_score, m_score from "
+            f"{by_id('customer_features')} where r_score is not null order by 1"
         ).fetchall()
     }
     # recency days: c6 152, c3 60, c1 9.875, c5 1 → percent ranks 0, 1/3, 2/3, 1
@@ -268,7 +270,8 @@ def test_demographics_join_from_the_crm(tiny_shop):
 def test_rfm_segments_follow_the_configured_map(tiny_shop):
     rows = dict(
         tiny_shop.execute(
-            "select customer_id, segment from segments.customer_segments where segment_type = 'rfm'"
+            f"select customer_id, segment from {by_id('segments.customer_segments')} "
+            "where segment_type = 'rfm'"
         ).fetchall()
     )
     assert rows == {"c1": "Loyal Customers", "c5": "Champions", "c3": "Hibernating", "c6": "Lost"}
@@ -276,8 +279,8 @@ def test_rfm_segments_follow_the_configured_map(tiny_shop):
 
 def test_rule_segments_use_point_in_time_event_windows(tiny_shop):
     members = tiny_shop.execute(
-        "select segment, list(customer_id order by customer_id) from segments.customer_segments "
-        "where segment_type = 'rule' group by segment"
+        "select segment, list(customer_id order by customer_id) from "
+        f"{by_id('segments.customer_segments')} where segment_type = 'rule' group by segment"
     ).fetchall()
     by_segment = dict(members)
     assert by_segment["Engaged Browsers"] == ["c1"]
@@ -311,7 +314,8 @@ def test_lifetimes_columns_agree_with_a_pandas_reference_on_the_sample_shop(samp
     ours = (
         sample_shop.df(
             "select customer_id, repeat_purchase_days, recency_lt_days, age_lt_days, monetary_lt "
-            "from customer_features where age_lt_days is not null and customer_source = 'crm'"
+            f"from {by_id('customer_features')} "
+            "where age_lt_days is not null and customer_source = 'crm'"
         )
         .set_index("customer_id")
         .sort_index()

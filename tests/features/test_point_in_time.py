@@ -38,7 +38,7 @@ def _build_features_as_of(database, as_of: str) -> pd.DataFrame:
     )
     con = duckdb.connect(str(database), read_only=True)
     try:
-        return con.execute("select * from customer_features order by customer_id").df()
+        return con.execute("select * from customer_features order by customer_key").df()
     finally:
         con.close()
 
@@ -47,7 +47,8 @@ def test_features_at_t_ignore_everything_after_t(sample_shop, tmp_path):
     con = duckdb.connect(str(sample_shop.database), read_only=True)
     as_of = con.execute("select min(as_of) from feature_snapshot_dates").fetchone()[0]
     snapshot = con.execute(
-        "select * exclude (as_of) from customer_feature_snapshots where as_of = ? order by customer_id",
+        "select * exclude (as_of) from customer_feature_snapshots where as_of = ? "
+        "order by customer_key",
         [as_of],
     ).df()
     later_events = con.execute(

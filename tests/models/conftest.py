@@ -173,7 +173,7 @@ def make_interactions(
     seconds = rng.integers(0, days * 86_400, total)
     interactions = pd.DataFrame(
         {
-            "customer_id": (
+            "customer_key": (
                 np.array([f"c{i:07d}" for i in range(n_users)], dtype=object)[user]
                 if string_ids
                 else user.astype(np.int64)

@@ -19,6 +19,7 @@ from personalization_assets.defs.campaigns.config import DecisionRule, load_camp
 from personalization_assets.defs.campaigns.decisions import build_decisions
 from personalization_assets.defs.models import lifecycle as lc
 from personalization_assets.defs.models.lifecycle_assets import customer_lifecycle
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.segments import membership, rules
 from personalization_assets.defs.segments.config import manifest_feature_schema
 from personalization_assets.defs.segments.rfm import load_rfm_config
@@ -27,7 +28,7 @@ from personalization_assets.defs.warehouse.resources import (
     ProjectConfigResource,
     WarehouseResource,
 )
-from tests.conftest import SHARED_RETAIL
+from tests.conftest import SHARED_RETAIL, by_id
 
 TRUE_BGNBD = lc.BgNbdParams(r=0.5, alpha=40.0, a=0.8, b=3.0)
 TRUE_GG = lc.GammaGammaParams(p=6.0, q=4.0, v=15.0)
@@ -81,10 +82,10 @@ def test_conditional_predictions_match_simulated_holdout(simulated):
 
 
 def test_holdout_evaluation_beats_the_naive_rate_baseline(simulated):
-    calibration = simulated.assign(customer_id=[f"c{i}" for i in range(len(simulated))])
+    calibration = simulated.assign(customer_key=[f"c{i}" for i in range(len(simulated))])
     holdout = pd.DataFrame(
         {
-            "customer_id": calibration["customer_id"],
+            "customer_key": calibration["customer_key"],
             "holdout_purchases": calibration["holdout_x"].astype(float),
             "holdout_value": calibration["holdout_x"] * calibration["monetary"].fillna(20.0),
         }
@@ -127,7 +128,7 @@ def test_churn_bands_follow_the_configured_thresholds():
 def _edge_summary() -> pd.DataFrame:
     return pd.DataFrame(
         {
-            "customer_id": [
+            "customer_key": [
                 "single_today",
                 "single_old",
                 "zero_value",
@@ -153,7 +154,7 @@ def test_edge_cases_get_documented_finite_values(simulated):
         as_of_date=dt.date(2026, 11, 1),
         horizon_days=365,
         churn_horizon_days=90,
-    ).set_index("customer_id")
+    ).set_index("customer_key")
     numeric = frame.drop(columns=["expected_next_order_date"]).to_numpy(np.float64)
     assert np.isfinite(numeric).all() and (numeric >= 0).all()
     assert frame["p_alive"].between(0, 1).all()
@@ -222,16 +223,24 @@ def _orders_from_history(history: pd.DataFrame, end: dt.date, rng) -> pd.DataFra
 
 def _tiny_warehouse(database, orders: pd.DataFrame, as_of: dt.datetime) -> None:
     con = duckdb.connect(str(database))
+    pseudonym.configure_duckdb(con)
     con.register("_orders", orders)
     con.execute("create or replace table main.fct_orders as select * from _orders")
+    con.execute(
+        "create or replace table main.customer_keys as select distinct "
+        f"{pseudonym.customer_key_sql('customer_id')} as customer_key, customer_id "
+        "from main.fct_orders"
+    )
     con.execute(
         "create or replace table main.feature_as_of as select cast(? as timestamp) as as_of",
         [as_of],
     )
     con.execute(
         """create or replace table main.customer_features as
-           select customer_id, count(*) filter (where not is_cancellation) as orders_all_time
-           from main.fct_orders group by customer_id"""
+           select k.customer_key,
+                  count(*) filter (where not o.is_cancellation) as orders_all_time
+           from main.fct_orders o join main.customer_keys k using (customer_id)
+           group by k.customer_key"""
     )
     con.close()
 
@@ -334,7 +343,7 @@ def test_sample_shop_lifecycle_covers_every_purchaser_with_valid_values(sample_s
     missing = sample_shop.query(
         """select count(*) from customer_features
            where orders_all_time > 0
-             and customer_id not in (select customer_id from models.customer_lifecycle)"""
+             and customer_key not in (select customer_key from models.customer_lifecycle)"""
     )[0][0]
     assert missing == 0
     # Customers known only from the Online Retail II export get predictions too.
@@ -353,14 +362,14 @@ def test_order_summary_matches_the_lifetimes_feature_columns(sample_shop):
     con = duckdb.connect(str(sample_shop.database), read_only=True)
     try:
         as_of = con.execute("select as_of from feature_as_of").fetchall()[0][0]
-        summary = lc.order_summary(con, as_of=as_of).set_index("customer_id")
+        summary = lc.order_summary(con, as_of=as_of).set_index("customer_key")
         features = (
             con.execute(
-                """select customer_id, repeat_purchase_days, recency_lt_days, age_lt_days
+                """select customer_key, repeat_purchase_days, recency_lt_days, age_lt_days
                from customer_features where orders_all_time > 0"""
             )
             .df()
-            .set_index("customer_id")
+            .set_index("customer_key")
         )
     finally:
         con.close()
@@ -400,7 +409,7 @@ segments:
         name: {
             c
             for (c,) in con.execute(
-                "select customer_id from segments.customer_segments where segment = ?", [name]
+                "select customer_key from segments.customer_segments where segment = ?", [name]
             ).fetchall()
         }
         for name in ("Replenish Soon", "High Churn Risk")
@@ -409,7 +418,7 @@ segments:
         name: {
             c
             for (c,) in con.execute(
-                f"select customer_id from customer_profile where {sql}"
+                f"select customer_key from customer_profile where {sql}"
             ).fetchall()
         }
         for name, sql in (
@@ -452,7 +461,8 @@ segments:
     replenish = {
         c
         for (c,) in con.execute(
-            "select customer_id from customer_profile where expected_days_to_next_order <= 7"
+            f"select customer_id from {by_id('customer_profile')} "
+            "where expected_days_to_next_order <= 7"
         ).fetchall()
     }
     assert matched and matched == replenish
@@ -490,7 +500,7 @@ def test_real_online_retail_orders_fit_and_evaluate_on_a_holdout():
         f"""
         create table orders as
         select "InvoiceNo" as order_id,
-               cast(cast("CustomerID" as bigint) as varchar) as customer_id,
+               cast(cast("CustomerID" as bigint) as varchar) as customer_key,
                min(cast("InvoiceDate" as timestamp)) as ordered_at,
                cast(min(cast("InvoiceDate" as timestamp)) as date) as order_date,
                sum("Quantity" * "UnitPrice") as net_amount_base,
@@ -516,7 +526,7 @@ def test_real_online_retail_orders_fit_and_evaluate_on_a_holdout():
     assert (
         evaluation.actual_total
         == holdout.loc[
-            holdout["customer_id"].isin(calibration["customer_id"]), "holdout_purchases"
+            holdout["customer_key"].isin(calibration["customer_key"]), "holdout_purchases"
         ].sum()
     )
     table = evaluation.by_frequency
@@ -538,7 +548,8 @@ def test_payload_rows_carry_the_recipients_lifecycle_fields(sample_shop):
         rows = load_send_rows(con, send_date[0][0])
         expected = dict(
             con.execute(
-                "select customer_id, churn_risk_band from models.customer_lifecycle"
+                "select k.customer_id, l.churn_risk_band from models.customer_lifecycle l "
+                "join main.customer_keys k using (customer_key)"
             ).fetchall()
         )
     finally:

@@ -59,7 +59,7 @@ def data(interactions_and_catalog, epoch):
 
 
 def _events(rows):
-    return pd.DataFrame(rows, columns=["customer_id", "product_id", "event_type", "event_ts"])
+    return pd.DataFrame(rows, columns=["customer_key", "product_id", "event_type", "event_ts"])
 
 
 def test_build_matrix_weights_decay_and_cutoff():
@@ -183,35 +183,35 @@ def test_recommendations_respect_purchases_and_stock(data):
     recs = recommend_top_n(
         model, matrix, n=10, exclude_purchased=True, out_of_stock=top3, catalog=catalog
     )
-    assert list(recs.columns) == ["customer_id", "rank", "product_id", "score", "source"]
-    assert recs["customer_id"].nunique() == matrix.shape[0]
-    sizes = recs.groupby("customer_id").size()
+    assert list(recs.columns) == ["customer_key", "rank", "product_id", "score", "source"]
+    assert recs["customer_key"].nunique() == matrix.shape[0]
+    sizes = recs.groupby("customer_key").size()
     assert (sizes == 10).all()
     assert (
-        recs.groupby("customer_id")["rank"].apply(list) == [list(range(1, 11))] * len(sizes)
+        recs.groupby("customer_key")["rank"].apply(list) == [list(range(1, 11))] * len(sizes)
     ).all()
     assert not recs["product_id"].isin(oos).any()
-    assert not recs.duplicated(["customer_id", "product_id"]).any()
+    assert not recs.duplicated(["customer_key", "product_id"]).any()
 
     bought = set(zip(*sp.find(matrix.purchased)[:2], strict=True))
-    rows = matrix.user_rows(recs["customer_id"].to_numpy())
+    rows = matrix.user_rows(recs["customer_key"].to_numpy())
     cols = matrix.item_cols(recs["product_id"].to_numpy())
     assert not any((r, c) in bought for r, c in zip(rows, cols, strict=True))
     als = recs[recs["source"] == "als"]
     assert len(als) > 0.95 * len(recs)
-    assert (als.groupby("customer_id")["score"].diff().dropna() <= 1e-6).all()
+    assert (als.groupby("customer_key")["score"].diff().dropna() <= 1e-6).all()
 
     # without the filter, purchased items do come back (the filter is doing the work)
     unfiltered = recommend_top_n(model, matrix, n=10, exclude_purchased=False)
-    rows = matrix.user_rows(unfiltered["customer_id"].to_numpy())
+    rows = matrix.user_rows(unfiltered["customer_key"].to_numpy())
     cols = matrix.item_cols(unfiltered["product_id"].to_numpy())
     assert sum((r, c) in bought for r, c in zip(rows, cols, strict=True)) > 100
 
-    # purchases can also be given as (customer_id, product_id) pairs
+    # purchases can also be given as (customer_key, product_id) pairs
     some_customer = matrix.user_ids[0]
     pairs = {
         (some_customer, p)
-        for p in unfiltered.loc[unfiltered["customer_id"] == some_customer, "product_id"]
+        for p in unfiltered.loc[unfiltered["customer_key"] == some_customer, "product_id"]
     }
     again = recommend_top_n(model, matrix, n=10, purchased=pairs, customers=[some_customer])
     assert not again["product_id"].isin({p for _, p in pairs}).any()
@@ -229,8 +229,8 @@ def test_cold_start_fallbacks_are_flagged(data):
         catalog=catalog,
         customer_top_category={"new_with_cat": "cat03"},
     )
-    assert list(pd.unique(recs["customer_id"])) == customers  # caller's order
-    by_customer = {c: g for c, g in recs.groupby("customer_id")}
+    assert list(pd.unique(recs["customer_key"])) == customers  # caller's order
+    by_customer = {c: g for c, g in recs.groupby("customer_key")}
     assert set(by_customer[known[0]]["source"]) == {"als"}
 
     with_cat = by_customer["new_with_cat"]
@@ -305,9 +305,9 @@ def test_incremental_update_matches_full_refit(data):
     weights = InteractionWeights(half_life_days=None)
     old = interactions[interactions["event_ts"] <= split]
     rng = np.random.default_rng(5)
-    chosen = rng.choice(interactions["customer_id"].unique(), 100, replace=False)
+    chosen = rng.choice(interactions["customer_key"].unique(), 100, replace=False)
     new = interactions[
-        (interactions["event_ts"] > split) & interactions["customer_id"].isin(chosen)
+        (interactions["event_ts"] > split) & interactions["customer_key"].isin(chosen)
     ]
     combined = pd.concat([old, new], ignore_index=True)
     later = split + pd.Timedelta(days=10)

@@ -10,7 +10,7 @@ import dagster as dg
 import duckdb
 
 from personalization_assets.defs.automation.jobs import range_tags
-from tests.conftest import run_job
+from tests.conftest import by_id, run_job
 
 RECS = dg.AssetKey(["models", "product_recommendations"])
 
@@ -19,8 +19,8 @@ def _recs(database) -> dict[str, list]:
     con = duckdb.connect(str(database), read_only=True)
     try:
         rows = con.execute(
-            "select customer_id, list(product_id order by rank) from models.product_recommendations "
-            "group by customer_id"
+            "select customer_id, list(product_id order by rank) from "
+            f"{by_id('models.product_recommendations')} group by customer_id"
         ).fetchall()
         return dict(rows)
     finally:
@@ -37,7 +37,8 @@ def test_new_events_refresh_only_those_customers_without_a_retrain(sample_shop, 
     customers = [
         r[0]
         for r in con.execute(
-            "select customer_id from customer_features where frequency > 0 order by customer_id limit 2"
+            f"select customer_id from {by_id('customer_features')} where frequency > 0 "
+            "order by customer_id limit 2"
         ).fetchall()
     ]
     products = [

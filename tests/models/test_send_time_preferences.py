@@ -19,6 +19,7 @@ from personalization_assets.defs.models.send_time import (
     simulate_hour_preferences,
 )
 from personalization_assets.defs.models.send_time_assets import send_time_preferences
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.resources import (
     ProjectConfigResource,
     WarehouseResource,
@@ -65,17 +66,17 @@ def test_planted_hours_are_recovered_for_customers_with_history(simulated):
 def test_customers_without_opens_get_their_segment_hour_or_the_global_hour(simulated):
     events, customers = simulated
     silent = pd.DataFrame(
-        {"customer_id": ["z1", "z2"], "timezone": ["UTC", "UTC"], "segment": ["Loyal", None]}
+        {"customer_key": ["z1", "z2"], "timezone": ["UTC", "UTC"], "segment": ["Loyal", None]}
     )
     everyone = pd.concat([customers, silent], ignore_index=True)
     fitted = fit_send_times(events, everyone, PARAMS)
-    frame = fitted.frame().set_index("customer_id")
+    frame = fitted.frame().set_index("customer_key")
     assert frame.loc["z1", "source"] == "segment"
     assert frame.loc["z1", "best_local_hour"] == fitted.segment_distributions["Loyal"].argmax()
     assert frame.loc["z2", "source"] == "global"
     assert frame.loc["z2", "best_local_hour"] == fitted.global_best_hour
     assert frame.loc["z1", "n_events"] == 0
-    assert (frame.loc[customers["customer_id"], "source"] != "global").all()
+    assert (frame.loc[customers["customer_key"], "source"] != "global").all()
     probabilities = np.array(frame["hour_probabilities"].tolist())
     assert np.allclose(probabilities.sum(axis=1), 1, atol=1e-3)
 
@@ -123,7 +124,7 @@ def test_circular_smoothing_keeps_mass_and_wraps_midnight():
 def test_local_hours_follow_dst_and_fall_back_for_invalid_zones():
     events = pd.DataFrame(
         {
-            "customer_id": ["a", "a", "b", "c", "d"],
+            "customer_key": ["a", "a", "b", "c", "d"],
             "event_type": ["email_open"] * 5,
             "event_ts": pd.to_datetime(
                 [
@@ -138,7 +139,7 @@ def test_local_hours_follow_dst_and_fall_back_for_invalid_zones():
     )
     customers = pd.DataFrame(
         {
-            "customer_id": ["a", "b", "c", "d"],
+            "customer_key": ["a", "b", "c", "d"],
             "timezone": ["Europe/Berlin", "Not/AZone", "Asia/Kolkata", None],
             "country": ["DE", "DE", "IN", None],
         }
@@ -148,19 +149,31 @@ def test_local_hours_follow_dst_and_fall_back_for_invalid_zones():
 
 
 def _tiny_warehouse(database, events, customers, with_segments=True) -> None:
+    """Warehouse tables by customer id (the simulated `customer_key` plays the id), the
+    restricted `customer_keys` mapping, and segments keyed like the segments asset writes them."""
     con = duckdb.connect(str(database))
+    pseudonym.configure_duckdb(con)
     con.register("_events", events.assign(event_ts=events["event_ts"].dt.tz_localize(None)))
-    con.execute("create or replace table main.fct_events as select * from _events")
+    con.execute(
+        "create or replace table main.fct_events as "
+        "select customer_key as customer_id, * exclude (customer_key) from _events"
+    )
     con.register("_customers", customers.assign(country=None))
     con.execute(
-        "create or replace table main.dim_customers as "
-        "select customer_id, timezone, cast(country as varchar) as country from _customers"
+        "create or replace table main.dim_customers as select customer_key as customer_id, "
+        "timezone, cast(country as varchar) as country from _customers"
+    )
+    con.execute(
+        "create or replace table main.customer_keys as select "
+        f"{pseudonym.customer_key_sql('customer_id')} as customer_key, customer_id "
+        "from main.dim_customers"
     )
     if with_segments:
         con.execute("create schema if not exists segments")
         con.execute(
-            "create or replace table segments.customer_segments as select customer_id, segment, "
-            "'rfm' as segment_type, timestamp '2026-10-31' as as_of from _customers"
+            "create or replace table segments.customer_segments as select k.customer_key, "
+            "c.segment, 'rfm' as segment_type, timestamp '2026-10-31' as as_of from _customers c "
+            "join main.customer_keys k on k.customer_id = c.customer_key"
         )
     con.close()
 
@@ -188,16 +201,17 @@ def test_asset_writes_preferences_and_passes_the_check_on_planted_data(tmp_path)
     assert checks["beats_global_hour"].passed
     con = duckdb.connect(str(database), read_only=True)
     rows = con.execute(
-        "select count(*), count(distinct customer_id), min(best_local_hour), max(best_local_hour), "
-        "max(len(hour_probabilities)) from models.send_time_preferences"
+        "select count(*), count(distinct customer_key), min(best_local_hour), "
+        "max(best_local_hour), max(len(hour_probabilities)) from models.send_time_preferences"
     ).fetchall()[0]
     written = con.execute(
-        "select customer_id, best_local_hour, n_events from models.send_time_preferences"
+        "select k.customer_id, p.best_local_hour, p.n_events from models.send_time_preferences p "
+        "join main.customer_keys k using (customer_key)"
     ).df()
     con.close()
     assert rows[0] == rows[1] == len(customers)
     assert 0 <= rows[2] <= rows[3] <= 23 and rows[4] == 24
-    joined = written.merge(customers, on="customer_id")
+    joined = written.merge(customers.rename(columns={"customer_key": "customer_id"}))
     rich = joined[joined["n_events"] >= 8]
     assert (_circular_gap(rich["best_local_hour"], rich["planted_hour"]) <= 1).mean() > 0.85
 
@@ -206,7 +220,7 @@ def test_asset_without_any_opens_gives_everyone_the_global_hour_and_warns(tmp_pa
     _, customers = simulate_hour_preferences(50, seed=6)
     empty = pd.DataFrame(
         {
-            "customer_id": pd.Series(dtype=str),
+            "customer_key": pd.Series(dtype=str),
             "event_type": pd.Series(dtype=str),
             "event_ts": pd.Series(dtype="datetime64[ns, UTC]"),
         }
@@ -229,7 +243,7 @@ def test_asset_without_any_opens_gives_everyone_the_global_hour_and_warns(tmp_pa
 
 def test_sample_shop_pipeline_gives_every_customer_one_send_time(sample_shop):
     counts = sample_shop.query(
-        """select count(*), count(distinct p.customer_id),
+        """select count(*), count(distinct p.customer_key),
                   (select count(*) from main.dim_customers),
                   count(*) filter (where p.source = 'customer' and p.n_events = 0),
                   count(*) filter (where p.source <> 'customer' and p.n_events > 0),

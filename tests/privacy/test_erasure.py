@@ -119,7 +119,8 @@ def _crm(landing: Path) -> dict[str, dict]:
 def _pick_targets(con, crm: dict[str, dict], retail_csv: Path) -> list[Target]:
     rendered_with_factors = con.execute(
         """select p.customer_id from campaigns.email_payloads p
-           join models.product_recommendations r using (customer_id)
+           join main.customer_keys k using (customer_id)
+           join models.product_recommendations r using (customer_key)
            where p.status = 'rendered' and r.source = 'als' group by 1 order by 1 limit 2"""
     ).fetchall()
     retail_text = retail_csv.read_text()
@@ -226,7 +227,9 @@ def test_the_scan_finds_the_customers_before_erasure(erased_shop):
 
 def test_erasure_leaves_no_id_email_or_hash_in_any_table_or_file(erased_shop):
     assert erased_shop.after_erasure == {"tables": [], "files": []}
-    assert not {t.customer_id for t in erased_shop.targets} & set(erased_shop.als_user_ids)
+    erased = {t.customer_id for t in erased_shop.targets}
+    erased |= {pseudonym.customer_hash(t.customer_id) for t in erased_shop.targets}
+    assert not erased & set(erased_shop.als_user_ids)
 
 
 def test_erasure_log_names_customers_by_hash_only(erased_shop):

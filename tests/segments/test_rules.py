@@ -35,7 +35,7 @@ AS_OF = datetime(2024, 6, 1, 12, 0, 0)
 ALL = {1, 2, 3, 4, 5}
 
 SCHEMA = {
-    "customer_id": "number",
+    "customer_key": "number",
     "open_rate_90d": "number",
     "days_since_last_open": "number",
     "purchases_per_month": "number",
@@ -48,7 +48,7 @@ SCHEMA = {
 
 FEATURES_DDL = """
 create table features (
-    customer_id integer, open_rate_90d double, days_since_last_open integer,
+    customer_key integer, open_rate_90d double, days_since_last_open integer,
     purchases_per_month double, city_tier varchar, frequency integer, is_vip boolean,
     last_name varchar, signup_date date
 );
@@ -62,7 +62,7 @@ insert into features values
 
 EVENTS_DDL = """
 create table events (
-    customer_id integer, event_type varchar, event_ts timestamp,
+    customer_key integer, event_type varchar, event_ts timestamp,
     category varchar, product_id varchar
 );
 insert into events values
@@ -126,7 +126,7 @@ def members(con: duckdb.DuckDBPyConnection, rule: str) -> set[int]:
     expr = parse_rule(rule)
     assert validate_rule(expr, SCHEMA) == []
     where = compile_rule(expr, events_relation="events")
-    sql = f"select f.customer_id from features as f where {where}"
+    sql = f"select f.customer_key from features as f where {where}"
     params = {"as_of": AS_OF} if "$as_of" in where else {}  # only events() uses as_of
     return {row[0] for row in con.execute(sql, params).fetchall()}
 
@@ -289,6 +289,36 @@ def test_identifiers_are_quoted_and_relations_checked() -> None:
             quote_relation(bad)
     with pytest.raises(ValueError):
         compile_rule(parse_rule("true"), events_relation="events", as_of_param="now(); --")
+
+
+def test_the_key_column_joins_features_and_events_and_is_checked(con) -> None:
+    """Analytics relations join on customer_key (default); the campaign layer passes customer_id."""
+    con.execute(
+        "create table features_by_id as select customer_key as customer_id, * from features"
+    )
+    con.execute("create table events_by_id as select customer_key as customer_id, * from events")
+    where = compile_rule(
+        parse_rule("events(product_view, 24h) >= 3"),
+        events_relation="events_by_id",
+        key_column="customer_id",
+    )
+    assert '_ev."customer_id" = f."customer_id"' in where
+    by_id = con.execute(
+        f"select f.customer_id from features_by_id as f where {where}", {"as_of": AS_OF}
+    ).fetchall()
+    assert {r[0] for r in by_id} == members(con, "events(product_view, 24h) >= 3") == {1, 2, 3}
+    config = config_of({"name": "Browsers", "rule": "events(product_view, 24h) >= 3"})
+    sql = segment_membership_sql(
+        config,
+        SCHEMA,
+        features_relation="features_by_id",
+        events_relation="events_by_id",
+        key_column="customer_id",
+    )
+    assert set(con.execute(sql, {"as_of": AS_OF}).fetchall()) == membership(con, config)
+    for bad in ("customer_id; drop table x", "a b", ""):
+        with pytest.raises(ValueError):
+            compile_rule(parse_rule("true"), events_relation="events", key_column=bad)
 
 
 EVENT_CASES = [

@@ -45,9 +45,10 @@ PARITY_TABLES = {
     "dim_consent": ("consent_key",),
     "feature_as_of": ("as_of",),
     "feature_snapshot_dates": ("as_of",),
-    "customer_features": ("as_of", "customer_id"),
-    "customer_feature_snapshots": ("as_of", "customer_id"),
-    "training_labels": ("as_of", "customer_id"),
+    "customer_keys": ("customer_id",),
+    "customer_features": ("as_of", "customer_key"),
+    "customer_feature_snapshots": ("as_of", "customer_key"),
+    "training_labels": ("as_of", "customer_key"),
 }
 
 
@@ -157,9 +158,9 @@ def test_rfm_scores_and_segments_are_identical(spark_build, spark_cluster, sampl
     segment = rfm_segment_sql(load_rfm_config(paths.config_dir() / "rfm.yaml"))
     spark_features = spark_table_glob(spark_cluster.root, "main", "customer_features")
     query = (
-        "select customer_id, recency_days, frequency, monetary_total, "
+        "select customer_key, recency_days, frequency, monetary_total, "
         f"cast(r_score as int), cast(f_score as int), cast(m_score as int), {segment} "
-        "from {relation} order by customer_id"
+        "from {relation} order by customer_key"
     )
     con = duckdb.connect()
     try:

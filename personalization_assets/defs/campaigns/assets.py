@@ -87,6 +87,7 @@ def _clock(con, config: CampaignRunConfig) -> tuple[dt.datetime, dt.date]:
         dg.AssetKey(["segments", "customer_segments"]),
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_customer_contacts"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
         dg.AssetKey(["models", "customer_lifecycle"]),
         dg.AssetKey(["warehouse", "dim_consent"]),
     ],
@@ -189,7 +190,8 @@ def _opted_out_sends(con, send_date: dt.date, campaigns: CampaignsConfig) -> int
         f"""
         select count(*) from campaigns.campaign_decisions d
         join main.dim_customers c using (customer_id)
-        left join main.customer_features f using (customer_id)
+        left join main.customer_keys k using (customer_id)
+        left join main.customer_features f on f.customer_key = k.customer_key
         where d.send_date = ? and d.status = 'send'
           and (not c.email_consent or c.unsubscribed or coalesce(f.is_unsubscribed, false)
                or exists (select 1 from campaigns.suppressions s where s.customer_id = d.customer_id)

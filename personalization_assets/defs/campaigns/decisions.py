@@ -13,6 +13,10 @@ candidate a trigger produces ends in exactly one recorded state in `campaigns.ca
 
 Assignment is a deterministic hash of (campaign, customer): stable across reruns and backfills.
 Re-running a send date replaces that date's rows, so decisions never duplicate.
+
+This is the layer that re-identifies: features, segments and scores are keyed by the
+pseudonymous `customer_key`; decisions join them to customer ids through the restricted
+`main.customer_keys` (ledger, consent and links need the id), and contacts only at render time.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ from personalization_assets.defs.campaigns import rollout
 from personalization_assets.defs.campaigns.config import Campaign, CampaignsConfig, group_purpose
 from personalization_assets.defs.campaigns.rollout import rollout_bucket_sql
 from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.segments import rules
 from personalization_assets.defs.warehouse.summary import table_exists
 from personalization_assets.settings import MeasurementSettings
 
 SCHEMA = "campaigns"
-FEATURES = PROFILE_VIEW  # customer_features + lifecycle predictions
+# customer_features + lifecycle predictions, keyed by customer_key in the analytics layers and
+# re-identified here (the campaign layer decides per customer id) through `customer_keys`.
+FEATURES = pseudonym.reidentified_sql(PROFILE_VIEW)
 EVENTS = "main.fct_events"
 DECISIONS_DDL = f"""
 create table if not exists {SCHEMA}.campaign_decisions (
@@ -117,16 +124,22 @@ def trigger_sql(campaign: Campaign) -> str:
     """
 
 
+# Segments are keyed by customer_key: membership of a candidate (by id) goes through the mapping.
+_SEGMENT_MEMBERS = (
+    f"from segments.customer_segments s join {pseudonym.KEYS_TABLE} k using (customer_key)"
+)
+
+
 def _audience_sql(campaign: Campaign) -> str:
     clauses = []
     for name in campaign.audience.include_segments:
         clauses.append(
-            f"exists (select 1 from segments.customer_segments s where s.customer_id = c.customer_id "
+            f"exists (select 1 {_SEGMENT_MEMBERS} where k.customer_id = c.customer_id "
             f"and s.segment = {_literal(name)})"
         )
     for name in campaign.audience.exclude_segments:
         clauses.append(
-            f"not exists (select 1 from segments.customer_segments s where s.customer_id = c.customer_id "
+            f"not exists (select 1 {_SEGMENT_MEMBERS} where k.customer_id = c.customer_id "
             f"and s.segment = {_literal(name)})"
         )
     return " and ".join(clauses) or "true"
@@ -141,6 +154,7 @@ def _rule_case(campaign: Campaign) -> tuple[str, str]:
             events_relation=EVENTS,
             features_alias="f",
             as_of_param="$clock",
+            key_column="customer_id",
         )
         if rule.behavioral:
             condition = f"({condition}) and coalesce(f.tracking_consent, false)"

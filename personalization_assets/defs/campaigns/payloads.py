@@ -23,6 +23,7 @@ from personalization_assets.defs.campaigns import timing
 from personalization_assets.defs.campaigns.links import email_links
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
 from personalization_assets.defs.campaigns.timing import ScheduleSpec
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "campaigns"
@@ -46,15 +47,17 @@ class PayloadSummary:
     per_campaign: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
-def product_lists_sql(con: duckdb.DuckDBPyConnection, *, customer: str, product: str):
+def product_lists_sql(con: duckdb.DuckDBPyConnection, *, customer_key: str, product: str):
     """SQL expressions for a recipient's top-5 recommendations and, for emails about one product
-    (an abandoned cart), the 4 products most similar to it; `null` where a model has not run."""
+    (an abandoned cart), the 4 products most similar to it; `null` where a model has not run.
+
+    `customer_key` is the recipient's pseudonymous key (recommendations are keyed by it)."""
     recs = (
         f"""(select list(struct_pack(product_id := r.product_id, name := p.product_name,
                         price := p.price, currency := p.currency, category := p.category)
                         order by r.rank)
              from {RECOMMENDATIONS} r join main.dim_products p using (product_id)
-             where r.customer_id = {customer} and r.rank <= 5)"""
+             where r.customer_key = {customer_key} and r.rank <= 5)"""
         if table_exists(con, "models", "product_recommendations")
         else "null"
     )
@@ -72,8 +75,13 @@ def product_lists_sql(con: duckdb.DuckDBPyConnection, *, customer: str, product:
 
 
 def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[dict[str, Any]]:
-    """Every `send` decision of the date with what its template needs, as plain dicts."""
-    recs, similar = product_lists_sql(con, customer="d.customer_id", product="d.trigger_product_id")
+    """Every `send` decision of the date with what its template needs, as plain dicts.
+
+    Re-identification happens here: analytics rows (features, recommendations, lifecycle, send
+    time) are joined by customer_key through the restricted `customer_keys`; contacts by id."""
+    recs, similar = product_lists_sql(
+        con, customer_key="keys.customer_key", product="d.trigger_product_id"
+    )
     lifecycle = (
         """(select struct_pack(p_alive := l.p_alive, predicted_clv := l.predicted_clv,
                         historic_clv := l.historic_clv, total_clv := l.total_clv,
@@ -82,13 +90,13 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
                         average_days_between_orders := l.average_days_between_orders,
                         churn_probability := l.churn_probability,
                         churn_risk_band := l.churn_risk_band)
-             from models.customer_lifecycle l where l.customer_id = d.customer_id)"""
+             from models.customer_lifecycle l where l.customer_key = keys.customer_key)"""
         if table_exists(con, "models", "customer_lifecycle")
         else "null"
     )
     best_hour = (
         """(select s.best_local_hour from models.send_time_preferences s
-             where s.customer_id = d.customer_id)"""
+             where s.customer_key = keys.customer_key)"""
         if table_exists(con, "models", "send_time_preferences")
         else "null"
     )
@@ -111,9 +119,10 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
              where l.customer_id = d.customer_id and not l.is_cancellation
              order by l.ordered_at desc limit 1) as recent_purchase
         from {SCHEMA}.campaign_decisions d
-        join main.dim_customer_contacts contacts using (customer_id)
-        join main.customer_features f using (customer_id)
-        left join main.dim_customers customers using (customer_id)
+        join main.dim_customer_contacts contacts on contacts.customer_id = d.customer_id
+        join {pseudonym.KEYS_TABLE} keys on keys.customer_id = d.customer_id
+        join main.customer_features f on f.customer_key = keys.customer_key
+        left join main.dim_customers customers on customers.customer_id = d.customer_id
         where d.send_date = ? and d.status = 'send'
         order by d.campaign_id, d.customer_id
         """,

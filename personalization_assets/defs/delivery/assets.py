@@ -175,6 +175,10 @@ class JourneyRunConfig(dg.Config):
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_customer_contacts"]),
         dg.AssetKey(["models", "product_recommendations"]),
+        # read when a send step renders (best local hour) and for eligibility / re-identification
+        dg.AssetKey(["models", "send_time_preferences"]),
+        dg.AssetKey(["warehouse", "dim_consent"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
     ],
     group_name=GROUP,
     owners=OWNERS,

@@ -51,6 +51,7 @@ from personalization_assets.defs.campaigns.payloads import build_context, produc
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, TemplateRenderError
 from personalization_assets.defs.campaigns.timing import ScheduleSpec
 from personalization_assets.defs.delivery import ledger
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.segments import rules
 from personalization_assets.defs.warehouse.summary import table_exists
 
@@ -232,8 +233,9 @@ class _JourneyRunner:
     def _case(self, case) -> str:
         if case.segment is not None:
             return (
-                "exists (select 1 from segments.customer_segments seg where seg.customer_id = "
-                f"s.customer_id and seg.segment = {_literal(case.segment)})"
+                "exists (select 1 from segments.customer_segments seg "
+                f"join {pseudonym.KEYS_TABLE} k using (customer_key) "
+                f"where k.customer_id = s.customer_id and seg.segment = {_literal(case.segment)})"
             )
         if case.event is not None:
             since = (
@@ -251,10 +253,11 @@ class _JourneyRunner:
             events_relation=EVENTS,
             features_alias="f",
             as_of_param="s.step_at",
+            key_column="customer_id",
         )
         return (
-            "exists (select 1 from main.customer_features f where f.customer_id = s.customer_id "
-            f"and {condition})"
+            f"exists (select 1 from {pseudonym.reidentified_sql('main.customer_features')} f "
+            f"where f.customer_id = s.customer_id and {condition})"
         )
 
     def _send(self, step: JourneyStep, following: str) -> int:
@@ -302,11 +305,11 @@ class _JourneyRunner:
 
     def _send_rows(self, step: JourneyStep) -> list[dict[str, Any]]:
         recs, similar = product_lists_sql(
-            self.con, customer="s.customer_id", product="s.trigger_product_id"
+            self.con, customer_key="keys.customer_key", product="s.trigger_product_id"
         )
         best_hour = (
             """(select p.best_local_hour from models.send_time_preferences p
-                 where p.customer_id = s.customer_id)"""
+                 where p.customer_key = keys.customer_key)"""
             if table_exists(self.con, "models", "send_time_preferences")
             else "null"
         )
@@ -330,9 +333,10 @@ class _JourneyRunner:
                        s.step_at, customers.timezone, customers.country,
                        {best_hour} as best_local_hour
                 from {STATE} s
-                join main.customer_features f using (customer_id)
-                join main.dim_customer_contacts contacts using (customer_id)
-                left join main.dim_customers customers using (customer_id)
+                join {pseudonym.KEYS_TABLE} keys on keys.customer_id = s.customer_id
+                join main.customer_features f on f.customer_key = keys.customer_key
+                join main.dim_customer_contacts contacts on contacts.customer_id = s.customer_id
+                left join main.dim_customers customers on customers.customer_id = s.customer_id
                 where s.journey_id = $journey and s.status = 'active'
                   and s.current_step = {_literal(step.id)}
                 order by s.customer_id
@@ -433,10 +437,11 @@ def _ineligible_sql(purpose: str | None = None) -> str:
         if purpose
         else ""
     )
+    features = pseudonym.reidentified_sql("main.customer_features")
     return f"""(case
-        when not coalesce((select f.email_consent from main.customer_features f
+        when not coalesce((select f.email_consent from {features} f
                            where f.customer_id = s.customer_id), false) then 'no_email_consent'
-        when coalesce((select f.is_unsubscribed from main.customer_features f
+        when coalesce((select f.is_unsubscribed from {features} f
                        where f.customer_id = s.customer_id), false) then 'unsubscribed'
         {group}
         when exists (select 1 from campaigns.suppressions sup

@@ -38,6 +38,7 @@ import pyarrow as pa
 from personalization_assets.defs.campaigns.decisions import ensure_tables as ensure_campaign_tables
 from personalization_assets.defs.delivery.config import RetryPolicy
 from personalization_assets.defs.delivery.senders import SendOutcome
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "delivery"
@@ -156,8 +157,9 @@ def settle_open_rows(
     payloads = payloads_sql(con)
     open_states = ", ".join(f"'{s}'" for s in OPEN_STATES)
     unsubscribed = (
-        " or exists (select 1 from main.customer_features f where f.customer_id = l.customer_id"
-        " and f.is_unsubscribed)"
+        " or exists (select 1 from main.customer_features f"
+        f" join {pseudonym.KEYS_TABLE} k using (customer_key)"
+        " where k.customer_id = l.customer_id and f.is_unsubscribed)"
         if table_exists(con, "main", "customer_features")
         else ""
     )

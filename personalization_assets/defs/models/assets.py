@@ -14,6 +14,7 @@ from personalization_assets.defs.models import (
     training,
 )
 from personalization_assets.defs.models.settings import load_model_settings
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.resources import (
     WAREHOUSE_POOL,
     ProjectConfigResource,
@@ -189,7 +190,7 @@ def propensity_scores(
     warehouse: WarehouseResource,
     project_config: ProjectConfigResource,
 ) -> dg.MaterializeResult:
-    """Churn and purchase scores for every customer, from the currently promoted models.
+    """Churn and purchase scores for every customer (keyed by customer_key), from the currently promoted models.
 
     Each row records the model version and scoring time; a model never promoted is reported, not scored.
     """
@@ -207,7 +208,7 @@ def propensity_scores(
             version, path, _ = current
             model = propensity.load_model(path)
             population = frame[frame["orders_all_time"] > 0] if model_name == "churn" else frame
-            scores = population[["customer_id"]].assign(score=propensity.score(model, population))
+            scores = population[["customer_key"]].assign(score=propensity.score(model, population))
             n = training.write_scores(con, model_name, version, scores, scored_at)
             metadata[f"{model_name}_version"] = version
             metadata[f"{model_name}_scored"] = n
@@ -230,6 +231,7 @@ RECOMMENDATIONS_KEY = dg.AssetKey(["models", "product_recommendations"])
     deps=[
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_products"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
         FEATURES,
     ],
     group_name=GROUP,
@@ -251,7 +253,7 @@ def product_recommendations(
     warehouse: WarehouseResource,
     project_config: ProjectConfigResource,
 ):
-    """Top-N products per customer from implicit ALS (views, carts, purchases, time-decayed), with
+    """Top-N products per customer_key from implicit ALS (views, carts, purchases, time-decayed), with
     purchased and out-of-stock products excluded and flagged cold-start fallbacks; plus similar products.
 
     Full runs evaluate first (ALS trained up to a holdout cut-off versus popularity and versus the
@@ -260,13 +262,14 @@ def product_recommendations(
     settings = load_model_settings(project_config.path).recommendations
     with warehouse.connect(read_only=True) as con:
         interactions = con.execute(
-            "select customer_id, product_id, event_type, event_ts from main.fct_events "
+            "select customer_key, product_id, event_type, event_ts from "
+            f"{pseudonym.keyed_relation_sql('main.fct_events')} "
             "where product_id is not null and event_type in "
             "('product_view', 'email_click', 'add_to_cart', 'purchase')"
         ).df()
         catalog = con.execute("select product_id, category, in_stock from main.dim_products").df()
         customers = [
-            r[0] for r in con.execute("select customer_id from main.customer_features").fetchall()
+            r[0] for r in con.execute("select customer_key from main.customer_features").fetchall()
         ]
         as_of = con.execute("select as_of from main.feature_as_of").fetchone()[0]
     state_dir = paths.models_dir() / "recommendations"
@@ -292,7 +295,7 @@ def product_recommendations(
         "matrix": f"{refresh.matrix_shape[0]} customers × {refresh.matrix_shape[1]} products",
     }
     if not refresh.recommendations.empty:
-        sources = refresh.recommendations.groupby("source")["customer_id"].nunique().to_dict()
+        sources = refresh.recommendations.groupby("source")["customer_key"].nunique().to_dict()
         metadata["customers_by_source"] = dg.MetadataValue.json(
             {k: int(v) for k, v in sources.items()}
         )
@@ -335,7 +338,7 @@ def _store_recommendations(con, refresh: recommendation_runs.RefreshResult) -> N
         con.execute("create or replace table models.similar_products as select * from _similar")
     else:
         con.execute(
-            "delete from models.product_recommendations where customer_id in (select unnest(?))",
+            "delete from models.product_recommendations where customer_key in (select unnest(?))",
             [list(refresh.refreshed_customers)],
         )
         con.execute("insert into models.product_recommendations select * from _recs")

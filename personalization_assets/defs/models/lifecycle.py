@@ -69,7 +69,11 @@ import numpy as np
 import pandas as pd
 from scipy import special
 
+from personalization_assets.defs.privacy import pseudonym
+
 PROFILE_VIEW = "main.customer_profile"
+# fct_orders keyed by the pseudonymous customer_key (the lifecycle model never sees ids).
+KEYED_ORDERS = pseudonym.keyed_relation_sql("main.fct_orders")
 LIFECYCLE_TABLE = "models.customer_lifecycle"
 CHURN_BANDS = ("Low", "Medium", "High")
 
@@ -486,7 +490,7 @@ def predict_lifecycle(
     next_date = np.datetime64(as_of_date, "D") + np.ceil(days_next).astype("timedelta64[D]")
     return pd.DataFrame(
         {
-            "customer_id": summary["customer_id"].to_numpy(),
+            "customer_key": summary["customer_key"].to_numpy(),
             "p_alive": p_alive(bg, x, t_x, T),
             "expected_purchases_horizon": purchases,
             "expected_spend_per_order": spend,
@@ -563,10 +567,10 @@ def evaluate_holdout(
 ) -> HoldoutEvaluation:
     """Predicted vs actual holdout purchases (and value) of the calibration period's customers.
 
-    `calibration`: customer_id, x, t_x, T, monetary; `holdout`: customer_id,
+    `calibration`: customer_key, x, t_x, T, monetary; `holdout`: customer_key,
     holdout_purchases, holdout_value (customers without a holdout purchase may be absent).
     """
-    frame = calibration.merge(holdout, on="customer_id", how="left").fillna(
+    frame = calibration.merge(holdout, on="customer_key", how="left").fillna(
         {"holdout_purchases": 0.0, "holdout_value": 0.0}
     )
     x, t_x, T = (frame[c].to_numpy(np.float64) for c in ("x", "t_x", "T"))
@@ -685,7 +689,7 @@ def order_summary(
     *,
     as_of: dt.datetime,
     end_date: dt.date | None = None,
-    orders_relation: str = "main.fct_orders",
+    orders_relation: str = KEYED_ORDERS,
 ) -> pd.DataFrame:
     """Per customer with a purchase by `end_date` (default: the as-of date): x, t_x, T, monetary,
     historic_value, orders. Reads only orders at or before `as_of` (point in time)."""
@@ -693,18 +697,18 @@ def order_summary(
     return con.execute(
         f"""
         with orders as (
-            select customer_id, order_date, net_amount_base, is_cancellation
+            select customer_key, order_date, net_amount_base, is_cancellation
             from {orders_relation}
-            where customer_id is not null and ordered_at <= $as_of and order_date <= $end_date
+            where customer_key is not null and ordered_at <= $as_of and order_date <= $end_date
         ),
         purchase_days as (
-            select customer_id, order_date, sum(net_amount_base) as day_value, count(*) as orders
+            select customer_key, order_date, sum(net_amount_base) as day_value, count(*) as orders
             from orders where not is_cancellation
-            group by customer_id, order_date
+            group by customer_key, order_date
         ),
         summary as (
             select
-                customer_id,
+                customer_key,
                 count(*) - 1 as x,
                 date_diff('day', min(order_date), max(order_date)) as t_x,
                 date_diff('day', min(order_date), $end_date) as "T",
@@ -713,18 +717,18 @@ def order_summary(
                     else 0 end as monetary,
                 sum(orders) as orders
             from purchase_days
-            group by customer_id
+            group by customer_key
         ),
         net as (
-            select customer_id, sum(net_amount_base) as historic_value
-            from orders group by customer_id
+            select customer_key, sum(net_amount_base) as historic_value
+            from orders group by customer_key
         )
-        select summary.customer_id, cast(x as double) as x, cast(t_x as double) as t_x,
+        select summary.customer_key, cast(x as double) as x, cast(t_x as double) as t_x,
                cast("T" as double) as "T", cast(monetary as double) as monetary,
                cast(coalesce(net.historic_value, 0) as double) as historic_value,
                cast(orders as bigint) as orders
-        from summary left join net using (customer_id)
-        order by summary.customer_id
+        from summary left join net using (customer_key)
+        order by summary.customer_key
         """,
         {"as_of": as_of, "end_date": end_date},
     ).df()
@@ -735,18 +739,18 @@ def holdout_purchases(
     *,
     as_of: dt.datetime,
     cutoff_date: dt.date,
-    orders_relation: str = "main.fct_orders",
+    orders_relation: str = KEYED_ORDERS,
 ) -> pd.DataFrame:
     """Purchase days and purchase value per customer in (cutoff_date, as-of date]."""
     return con.execute(
         f"""
-        select customer_id,
+        select customer_key,
                cast(count(distinct order_date) as double) as holdout_purchases,
                cast(sum(net_amount_base) as double) as holdout_value
         from {orders_relation}
-        where customer_id is not null and not is_cancellation and ordered_at <= $as_of
+        where customer_key is not null and not is_cancellation and ordered_at <= $as_of
           and order_date > $cutoff and order_date <= $end_date
-        group by customer_id
+        group by customer_key
         """,
         {"as_of": as_of, "cutoff": cutoff_date, "end_date": as_of.date()},
     ).df()
@@ -757,7 +761,7 @@ def holdout_split_days(
     *,
     as_of: dt.datetime,
     holdout_days: int,
-    orders_relation: str = "main.fct_orders",
+    orders_relation: str = KEYED_ORDERS,
 ) -> int:
     """`holdout_days`, shortened so at least half the customers' first purchase precedes the
     cut-off (a short history still gets a calibration period); 0 without enough history."""
@@ -765,8 +769,8 @@ def holdout_split_days(
         f"""
         select quantile_disc(first_day, 0.5) from (
             select min(order_date) as first_day from {orders_relation}
-            where customer_id is not null and not is_cancellation and ordered_at <= $as_of
-            group by customer_id)
+            where customer_key is not null and not is_cancellation and ordered_at <= $as_of
+            group by customer_key)
         """,
         {"as_of": as_of},
     ).fetchall()[0][0]
@@ -777,7 +781,8 @@ def holdout_split_days(
 
 
 def lifecycle_select_sql(con: duckdb.DuckDBPyConnection) -> str:
-    """customer_features with the lifecycle columns (typed nulls until the table exists)."""
+    """customer_features with the lifecycle columns (typed nulls until the table exists), keyed
+    by customer_key like every analytics relation."""
     exists = con.execute(
         "select count(*) from duckdb_tables() where schema_name = 'models' "
         "and table_name = 'customer_lifecycle'"
@@ -786,14 +791,15 @@ def lifecycle_select_sql(con: duckdb.DuckDBPyConnection) -> str:
         columns = ", ".join(f'l."{c}"' for c in LIFECYCLE_COLUMNS)
         return (
             f"select f.*, {columns} from main.customer_features as f "
-            f"left join {LIFECYCLE_TABLE} as l using (customer_id)"
+            f"left join {LIFECYCLE_TABLE} as l using (customer_key)"
         )
     columns = ", ".join(f'cast(null as {t}) as "{c}"' for c, t in LIFECYCLE_COLUMNS.items())
     return f"select f.*, {columns} from main.customer_features as f"
 
 
 def ensure_customer_profile(con: duckdb.DuckDBPyConnection) -> str:
-    """Create (or refresh) the view `main.customer_profile` = customer features + lifecycle.
+    """Create (or refresh) the view `main.customer_profile` = customer features + lifecycle,
+    one row per customer_key (pseudonymized: no customer id).
 
     On a read-only connection the same view is created as a temporary view, which DuckDB
     resolves for `main.customer_profile` too. Returns the relation name.

@@ -41,6 +41,7 @@ def _now() -> dt.datetime:
     key=LIFECYCLE_KEY,
     deps=[
         dg.AssetKey(["warehouse", "fct_orders"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
         dg.AssetKey(["features", "feature_as_of"]),
         dg.AssetKey(["features", "customer_features"]),
         dg.AssetKey(["features", "customer_feature_snapshots"]),
@@ -74,7 +75,7 @@ def customer_lifecycle(
     warehouse: WarehouseResource,
     project_config: ProjectConfigResource,
 ):
-    """Per purchaser: P(alive), expected purchases and predicted CLV over the horizon, historic and
+    """Per purchaser (customer_key): P(alive), expected purchases and predicted CLV over the horizon, historic and
     total CLV, average days between orders, expected next order date, churn probability and band.
 
     BG/NBD + Gamma-Gamma on the point-in-time order history (events and order exports alike),
@@ -150,8 +151,8 @@ def customer_lifecycle(
             )
         purchasers_missing = con.execute(
             f"""select count(*) from main.customer_features f
-                where f.orders_all_time > 0 and f.customer_id not in
-                      (select customer_id from {lifecycle.LIFECYCLE_TABLE})"""
+                where f.orders_all_time > 0 and f.customer_key not in
+                      (select customer_key from {lifecycle.LIFECYCLE_TABLE})"""
         ).fetchall()[0][0]
 
     yield dg.MaterializeResult(
@@ -271,16 +272,16 @@ def _band_source(requested: str, comparison: dict, config) -> tuple[str, str]:
 
 def _xgboost_churn_scores(con) -> pd.DataFrame:
     if not table_exists(con, "models", "propensity_scores"):
-        return pd.DataFrame({"customer_id": [], "score": []})
+        return pd.DataFrame({"customer_key": [], "score": []})
     return con.execute(
-        "select customer_id, score from models.propensity_scores where model_name = 'churn'"
+        "select customer_key, score from models.propensity_scores where model_name = 'churn'"
     ).df()
 
 
 def _with_churn_bands(frame: pd.DataFrame, source: str, xgb_scores: pd.DataFrame, config):
     bgnbd = frame["churn_probability_bgnbd"].to_numpy(np.float64)
     if source == "xgboost" and not xgb_scores.empty:
-        scores = frame[["customer_id"]].merge(xgb_scores, on="customer_id", how="left")["score"]
+        scores = frame[["customer_key"]].merge(xgb_scores, on="customer_key", how="left")["score"]
         xgb = scores.to_numpy(np.float64)
         has = ~np.isnan(xgb)
         frame["churn_probability"] = np.where(has, xgb, bgnbd)
@@ -303,7 +304,7 @@ def _write_lifecycle(con, frame: pd.DataFrame) -> None:
     con.register("_lifecycle", frame)
     con.execute(
         f"create or replace table {lifecycle.LIFECYCLE_TABLE} as "
-        f"select cast(customer_id as varchar) as customer_id, {columns} from _lifecycle"
+        f"select cast(customer_key as varchar) as customer_key, {columns} from _lifecycle"
     )
     con.unregister("_lifecycle")
 
@@ -384,7 +385,7 @@ def _metadata(
                 ["customer", "p_alive", "predicted CLV", "total CLV", "next order", "band"],
                 [
                     [
-                        r.customer_id,
+                        r.customer_key,
                         float(r.p_alive),
                         float(r.predicted_clv),
                         float(r.total_clv),
@@ -458,7 +459,7 @@ def _validity_check(frame: pd.DataFrame, purchasers_missing: int, config) -> dg.
         "non_finite_values": int((~np.isfinite(values)).sum()),
         "probabilities_outside_0_1": int(((probabilities < 0) | (probabilities > 1)).sum().sum()),
         "negative_values": int((values < 0).sum()),
-        "duplicate_customers": int(frame["customer_id"].duplicated().sum()),
+        "duplicate_customers": int(frame["customer_key"].duplicated().sum()),
         "wrong_bands": int(
             (
                 frame["churn_risk_band"].to_numpy(object)

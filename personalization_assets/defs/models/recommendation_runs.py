@@ -93,7 +93,7 @@ def incremental_refresh(
         else None
     )
     save_state(state_dir, model, matrix)
-    empty = pd.DataFrame(columns=["customer_id", "rank", "product_id", "score", "source"])
+    empty = pd.DataFrame(columns=["customer_key", "rank", "product_id", "score", "source"])
     return RefreshResult(
         "incremental", recs if recs is not None else empty, None, targets, matrix.shape
     )

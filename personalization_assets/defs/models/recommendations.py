@@ -2,10 +2,10 @@
 
 Pipeline::
 
-    interactions (customer_id, product_id, event_type, event_ts)
+    interactions (customer_key, product_id, event_type, event_ts)
         --build_matrix-->  InteractionMatrix (users x items CSR confidences + id maps)
         --fit_als------->  implicit.cpu.als.AlternatingLeastSquares
-        --recommend_top_n--> (customer_id, rank, product_id, score, source)
+        --recommend_top_n--> (customer_key, rank, product_id, score, source)
 
 Confidence of a (user, item) cell = sum over that user's events on the item of
 ``event_weight[event_type] * 0.5 ** (age_days / half_life_days)``, then rescaled by
@@ -166,9 +166,9 @@ class InteractionMatrix:
     def shape(self) -> tuple[int, int]:
         return self.user_items.shape
 
-    def user_rows(self, customer_ids: Sequence[Any]) -> np.ndarray:
+    def user_rows(self, customer_keys: Sequence[Any]) -> np.ndarray:
         """Row index per customer id, -1 if unseen."""
-        return self.user_index.get_indexer(pd.Index(customer_ids)).astype(np.int64)
+        return self.user_index.get_indexer(pd.Index(customer_keys)).astype(np.int64)
 
     def item_cols(self, product_ids: Collection[Any]) -> np.ndarray:
         """Column index per product id, -1 if unknown."""
@@ -222,7 +222,7 @@ def build_matrix(
     appended: use this to build the matrix for :func:`update_users`.
     """
     weights = weights or InteractionWeights()
-    required = {"customer_id", "product_id", "event_type", "event_ts"}
+    required = {"customer_key", "product_id", "event_type", "event_ts"}
     missing = required - set(interactions.columns)
     if missing:
         raise KeyError(f"interactions missing columns: {sorted(missing)}")
@@ -233,20 +233,20 @@ def build_matrix(
 
     event_weight = _lookup(interactions["event_type"], weights.event_weights)
     keep = (ts <= as_of).to_numpy() & (event_weight > 0)
-    events = interactions.loc[keep, ["customer_id", "product_id", "event_type"]]
+    events = interactions.loc[keep, ["customer_key", "product_id", "event_type"]]
     value = event_weight[keep]
     if weights.half_life_days is not None:
         age_days = ((as_of - ts[keep]) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
         value = value * np.exp2(-age_days / weights.half_life_days)
 
-    user_ids = _ordered_ids(events["customer_id"], None if base is None else base.user_ids)
+    user_ids = _ordered_ids(events["customer_key"], None if base is None else base.user_ids)
     if base is None:
         item_ids = _ordered_ids(events["product_id"], None)
     else:
         if base.item_ids.shape[0] == 0:
             raise ValueError("base matrix has no items")
         item_ids = base.item_ids
-    rows = pd.Index(user_ids).get_indexer(events["customer_id"])
+    rows = pd.Index(user_ids).get_indexer(events["customer_key"])
     cols = pd.Index(item_ids).get_indexer(events["product_id"])
     known = cols >= 0
     dropped = int((~known).sum())
@@ -313,7 +313,7 @@ def top_category_by_customer(
     weights: InteractionWeights | None = None,
     as_of: Any = None,
 ) -> pd.Series:
-    """customer_id -> category with the largest summed event weight (ties: first by name)."""
+    """customer_key -> category with the largest summed event weight (ties: first by name)."""
     weights = weights or InteractionWeights()
     ts = pd.to_datetime(interactions["event_ts"])
     frame = interactions.assign(_w=_lookup(interactions["event_type"], weights.event_weights))
@@ -322,10 +322,10 @@ def top_category_by_customer(
     frame = frame.loc[frame["_w"] > 0].merge(
         catalog[["product_id", "category"]], on="product_id", how="inner"
     )
-    totals = frame.groupby(["customer_id", "category"], observed=True)["_w"].sum().reset_index()
-    totals = totals.sort_values(["customer_id", "_w", "category"], ascending=[True, False, True])
-    top = totals.drop_duplicates("customer_id")
-    return pd.Series(top["category"].to_numpy(), index=top["customer_id"].to_numpy())
+    totals = frame.groupby(["customer_key", "category"], observed=True)["_w"].sum().reset_index()
+    totals = totals.sort_values(["customer_key", "_w", "category"], ascending=[True, False, True])
+    top = totals.drop_duplicates("customer_key")
+    return pd.Series(top["category"].to_numpy(), index=top["customer_key"].to_numpy())
 
 
 # --------------------------------------------------------------------------- fitting
@@ -400,7 +400,7 @@ def users_with_new_events(
     since = _as_of_like(since, ts)
     weight = _lookup(interactions["event_type"], matrix.weights.event_weights)
     mask = ((ts > since) & (ts <= matrix.as_of)).to_numpy() & (weight > 0)
-    rows = matrix.user_rows(pd.unique(interactions.loc[mask, "customer_id"]))
+    rows = matrix.user_rows(pd.unique(interactions.loc[mask, "customer_key"]))
     return np.sort(rows[rows >= 0])
 
 
@@ -448,7 +448,7 @@ def _popular_order(matrix: InteractionMatrix, exclude: np.ndarray) -> np.ndarray
 
 
 def _fallback_rows(
-    customer_ids: np.ndarray,
+    customer_keys: np.ndarray,
     top_categories: Sequence[Any],
     *,
     n: int,
@@ -481,7 +481,7 @@ def _fallback_rows(
             frames.append(
                 pd.DataFrame(
                     {
-                        "customer_id": np.repeat(customer_ids[plain], len(top)),
+                        "customer_key": np.repeat(customer_keys[plain], len(top)),
                         "rank": np.tile(np.arange(1, len(top) + 1), len(plain)),
                         "product_id": np.tile(matrix.item_ids[top], len(plain)),
                         "score": np.tile(matrix.item_popularity[top] / top_pop, len(plain)),
@@ -495,7 +495,7 @@ def _fallback_rows(
             frames.append(
                 pd.DataFrame(
                     {
-                        "customer_id": np.repeat(customer_ids[pos : pos + 1], len(top)),
+                        "customer_key": np.repeat(customer_keys[pos : pos + 1], len(top)),
                         "rank": np.arange(1, len(top) + 1),
                         "product_id": matrix.item_ids[top],
                         "score": matrix.item_popularity[top] / top_pop,
@@ -506,7 +506,7 @@ def _fallback_rows(
     return _concat(frames)
 
 
-_COLUMNS = ["customer_id", "rank", "product_id", "score", "source"]
+_COLUMNS = ["customer_key", "rank", "product_id", "score", "source"]
 _SOURCES = [SOURCE_ALS, SOURCE_CATEGORY, SOURCE_POPULAR]
 
 
@@ -534,12 +534,12 @@ def recommend_top_n(
     customer_top_category: Mapping[Any, Any] | pd.Series | None = None,
     batch_size: int = _BATCH,
 ) -> pd.DataFrame:
-    """Top-``n`` products per customer as ``(customer_id, rank, product_id, score, source)``.
+    """Top-``n`` products per customer as ``(customer_key, rank, product_id, score, source)``.
 
     * ``customers=None``: every matrix user with trained factors. Otherwise the given
       ids (deduplicated, output in that order); unknown ones get the cold-start path.
     * ``exclude_purchased``: drop items the customer bought (``purchased``: a CSR
-      aligned with ``matrix``, a set of ``(customer_id, product_id)`` pairs, or
+      aligned with ``matrix``, a set of ``(customer_key, product_id)`` pairs, or
       ``None`` for ``matrix.purchased``) via implicit's ``filter_already_liked_items``.
     * ``out_of_stock``: product ids never recommended (``filter_items``); ids in
       ``catalog`` with ``in_stock`` false are added.
@@ -595,7 +595,7 @@ def recommend_top_n(
         frames.append(
             pd.DataFrame(
                 {
-                    "customer_id": matrix.user_ids[chunk][user_pos],
+                    "customer_key": matrix.user_ids[chunk][user_pos],
                     "rank": (np.cumsum(valid, axis=1)[valid]).astype(np.int64),
                     "product_id": matrix.item_ids[ids[valid]],
                     "score": scores[valid].astype(np.float64),
@@ -633,7 +633,7 @@ def recommend_top_n(
     out = _concat(frames)
     if customers is None:  # ALS users only, already in matrix row order
         return out
-    order = pd.Index(wanted_ids).get_indexer(out["customer_id"])
+    order = pd.Index(wanted_ids).get_indexer(out["customer_key"])
     out = out.assign(_o=order).sort_values(["_o", "rank"], kind="stable")
     return out.drop(columns="_o").reset_index(drop=True)
 
@@ -772,7 +772,7 @@ def evaluate_topk(
     if k < 1:
         raise ValueError("k must be >= 1")
     test = test_interactions.loc[test_interactions["event_type"].isin(positive_event_types)]
-    rows = train_matrix.user_rows(test["customer_id"].to_numpy())
+    rows = train_matrix.user_rows(test["customer_key"].to_numpy())
     cols = train_matrix.item_cols(test["product_id"].to_numpy())
     ok = (rows >= 0) & (cols >= 0)
     n_items = train_matrix.shape[1]

@@ -86,17 +86,17 @@ def _utc_index(timestamps: pd.Series) -> pd.DatetimeIndex:
 def local_hours(
     events: pd.DataFrame, customers: pd.DataFrame, default_zone: str = "UTC"
 ) -> pd.DataFrame:
-    """``events`` (``customer_id``, ``event_ts`` UTC) with ``local_hour`` in the customer's zone.
+    """``events`` (``customer_key``, ``event_ts`` UTC) with ``local_hour`` in the customer's zone.
 
-    ``customers`` has ``customer_id``, ``timezone`` and optionally ``country``; invalid,
+    ``customers`` has ``customer_key``, ``timezone`` and optionally ``country``; invalid,
     missing or unknown zones fall back to the country default, then ``default_zone``.
     Naive timestamps are read as UTC. Converted per zone, so it is vectorised.
     """
-    zones = customers[["customer_id"]].reset_index(drop=True)
+    zones = customers[["customer_key"]].reset_index(drop=True)
     zones["zone"] = resolve_zones(
         customers["timezone"], customers.get("country"), default_zone=default_zone
     )["timezone"].to_numpy()
-    frame = events.merge(zones, on="customer_id", how="left")
+    frame = events.merge(zones, on="customer_key", how="left")
     frame["zone"] = frame["zone"].fillna(default_zone)
     stamps = _utc_index(frame["event_ts"])
     hour = np.zeros(len(frame), dtype=np.int64)
@@ -106,11 +106,11 @@ def local_hours(
 
 
 def hour_histograms(
-    events: pd.DataFrame, customer_ids: np.ndarray, event_weights: dict[str, float]
+    events: pd.DataFrame, customer_keys: np.ndarray, event_weights: dict[str, float]
 ) -> np.ndarray:
-    """(customers x 24) weighted counts of ``local_hour`` per customer, rows in ``customer_ids``."""
-    index = pd.Index(customer_ids)
-    rows = index.get_indexer(events["customer_id"])
+    """(customers x 24) weighted counts of ``local_hour`` per customer, rows in ``customer_keys``."""
+    index = pd.Index(customer_keys)
+    rows = index.get_indexer(events["customer_key"])
     weight = events["event_type"].map(event_weights).fillna(0.0).to_numpy(dtype=float)
     keep = (rows >= 0) & (weight > 0)
     counts = np.zeros((len(index), HOURS))
@@ -166,7 +166,7 @@ def fit_prior_strength(
 class HourPreferences:
     """Per-customer posterior hour distributions and the priors behind them."""
 
-    customer_ids: np.ndarray
+    customer_keys: np.ndarray
     probabilities: np.ndarray  # customers x 24
     n_events: np.ndarray
     source: np.ndarray
@@ -191,7 +191,7 @@ class HourPreferences:
         """One row per customer: the columns of ``models.send_time_preferences``."""
         return pd.DataFrame(
             {
-                "customer_id": self.customer_ids,
+                "customer_key": self.customer_keys,
                 "best_local_hour": self.best_local_hour.astype(np.int32),
                 "n_events": self.n_events,
                 "source": self.source,
@@ -203,7 +203,7 @@ class HourPreferences:
 
 def estimate_preferences(
     counts: np.ndarray,
-    customer_ids: np.ndarray,
+    customer_keys: np.ndarray,
     segments: np.ndarray | None,
     params: SendTimeParams,
 ) -> HourPreferences:
@@ -236,7 +236,7 @@ def estimate_preferences(
     posterior = (circular_smooth(counts, params.smoothing) + a * prior) / (n + a)[:, None]
     source = np.where(n > 0, "customer", np.where(seg_has_events, "segment", "global"))
     return HourPreferences(
-        customer_ids=np.asarray(customer_ids, dtype=object),
+        customer_keys=np.asarray(customer_keys, dtype=object),
         probabilities=posterior,
         n_events=n,
         source=source.astype(object),
@@ -252,11 +252,11 @@ def fit_send_times(
     customers: pd.DataFrame,
     params: SendTimeParams,
 ) -> HourPreferences:
-    """Preferences for every row of ``customers`` (``customer_id``, optional ``segment``).
+    """Preferences for every row of ``customers`` (``customer_key``, optional ``segment``).
 
     ``events`` must already carry ``local_hour`` (see :func:`local_hours`).
     """
-    ids = customers["customer_id"].to_numpy(dtype=object)
+    ids = customers["customer_key"].to_numpy(dtype=object)
     counts = hour_histograms(events, ids, params.event_weights)
     segments = customers["segment"].to_numpy(dtype=object) if "segment" in customers else None
     return estimate_preferences(counts, ids, segments, params)
@@ -312,8 +312,8 @@ def evaluate_time_split(
     weighted = events["event_type"].isin([k for k, v in params.event_weights.items() if v > 0])
     train, test = events[before], events[~before & weighted.to_numpy()]
     fitted = fit_send_times(train, customers, params)
-    index = pd.Index(fitted.customer_ids)
-    rows = index.get_indexer(test["customer_id"])
+    index = pd.Index(fitted.customer_keys)
+    rows = index.get_indexer(test["customer_key"])
     in_train = fitted.n_events > 0
     keep = (rows >= 0) & in_train[np.maximum(rows, 0)]
     rows, hours = rows[keep], test["local_hour"].to_numpy()[keep]
@@ -379,7 +379,7 @@ def simulate_hour_preferences(
     Poisson(``mean_events`` x a gamma activity factor; some have none); each lands at the
     planted hour plus normal noise (sd ``spread_hours``) with probability ``on_preference``,
     else at a uniformly random hour. One in five events is a click. Returns
-    ``(events[customer_id, event_type, event_ts], customers[customer_id, timezone, segment,
+    ``(events[customer_key, event_type, event_ts], customers[customer_key, timezone, segment,
     planted_hour])``.
     """
     rng = np.random.default_rng(seed)
@@ -414,12 +414,12 @@ def simulate_hour_preferences(
         stamps[rows] = aware.tz_convert("UTC").tz_localize(None).to_numpy()
     events = pd.DataFrame(
         {
-            "customer_id": ids[cust],
+            "customer_key": ids[cust],
             "event_type": np.where(rng.random(len(cust)) < 0.2, "email_click", "email_open"),
             "event_ts": pd.DatetimeIndex(stamps).tz_localize("UTC"),
         }
     ).dropna(subset=["event_ts"])
     customers = pd.DataFrame(
-        {"customer_id": ids, "timezone": zone, "segment": segment, "planted_hour": planted}
+        {"customer_key": ids, "timezone": zone, "segment": segment, "planted_hour": planted}
     )
     return events.sort_values("event_ts", ignore_index=True), customers

@@ -6,6 +6,7 @@ import pandas as pd
 
 from personalization_assets.defs.models import send_time
 from personalization_assets.defs.models.settings import load_model_settings
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.resources import (
     WAREHOUSE_POOL,
     ProjectConfigResource,
@@ -23,6 +24,7 @@ CHECK_NAME = "beats_global_hour"
     deps=[
         dg.AssetKey(["warehouse", "fct_events"]),
         dg.AssetKey(["warehouse", "dim_customers"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
         dg.AssetKey(["segments", "customer_segments"]),
     ],
     group_name="models",
@@ -48,7 +50,7 @@ def send_time_preferences(
     their RFM segment's and the global hour distribution when their history is thin.
 
     Campaigns can send "at the customer's best hour"; the time-split evaluation shows whether
-    it beats one global send hour.
+    it beats one global send hour. Keyed by the pseudonymous customer_key.
     """
     params = load_model_settings(project_config.path).send_time
     with warehouse.connect() as con:
@@ -67,21 +69,24 @@ def send_time_preferences(
 
 
 def _read_inputs(con, params: send_time.SendTimeParams) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Events and customers keyed by customer_key (ids never enter the model's frames)."""
     types = sorted(params.event_weights)
     events = con.execute(
-        "select customer_id, event_type, event_ts from main.fct_events "
-        "where customer_id is not null and event_type in (select unnest(?))",
+        "select customer_key, event_type, event_ts from "
+        f"{pseudonym.keyed_relation_sql('main.fct_events')} "
+        "where event_type in (select unnest(?))",
         [types],
     ).df()
     customers = con.execute(
-        "select customer_id, timezone, country from main.dim_customers order by customer_id"
+        "select customer_key, timezone, country from "
+        f"{pseudonym.keyed_relation_sql('main.dim_customers')} order by customer_key"
     ).df()
     if table_exists(con, "segments", "customer_segments"):
         segments = con.execute(
-            "select customer_id, any_value(segment) as segment from segments.customer_segments "
-            "where segment_type = 'rfm' group by customer_id"
+            "select customer_key, any_value(segment) as segment from segments.customer_segments "
+            "where segment_type = 'rfm' group by customer_key"
         ).df()
-        customers = customers.merge(segments, on="customer_id", how="left")
+        customers = customers.merge(segments, on="customer_key", how="left")
     return events, customers
 
 
@@ -90,7 +95,7 @@ def _write(con, frame: pd.DataFrame) -> None:
     con.register("_send_times", frame)
     con.execute(
         f"""create or replace table {SEND_TIME_TABLE} as
-            select cast(customer_id as varchar) as customer_id,
+            select cast(customer_key as varchar) as customer_key,
                    cast(best_local_hour as integer) as best_local_hour,
                    cast(n_events as double) as n_events,
                    cast(source as varchar) as source,

@@ -12,6 +12,8 @@ import datetime as dt
 import duckdb
 import pandas as pd
 
+from personalization_assets.defs.privacy import pseudonym
+
 SCHEMA = "models"
 
 
@@ -33,11 +35,11 @@ def propensity_frame(
     label_sql = f"1 - l.{label}" if target == "churn" else f"l.{label}"
     return con.execute(
         f"""
-        select s.as_of, s.customer_id, {columns}, {label_sql} as label
+        select s.as_of, s.customer_key, {columns}, {label_sql} as label
         from main.customer_feature_snapshots s
-        join main.training_labels l using (as_of, customer_id)
+        join main.training_labels l using (as_of, customer_key)
         where l.{label} is not null {population}
-        order by s.as_of, s.customer_id
+        order by s.as_of, s.customer_key
         """
     ).df()
 
@@ -46,7 +48,7 @@ def scoring_frame(con: duckdb.DuckDBPyConnection, features: list[str]) -> pd.Dat
     """Current features of every customer (the population scores are written for)."""
     columns = ", ".join(f'"{c}"' for c in features)
     return con.execute(
-        f"select customer_id, orders_all_time, {columns} from main.customer_features order by customer_id"
+        f"select customer_key, orders_all_time, {columns} from main.customer_features order by customer_key"
     ).df()
 
 
@@ -140,15 +142,16 @@ def write_scores(
     frame: pd.DataFrame,
     scored_at: dt.datetime,
 ) -> int:
-    """Replace this model's scores with (customer_id, score) from `frame`."""
+    """Replace this model's scores with (customer_key, score) from `frame`."""
     con.execute(
         f"""create table if not exists {SCHEMA}.propensity_scores (
-            customer_id varchar, model_name varchar, score double, model_version varchar,
+            customer_key varchar, model_name varchar, score double, model_version varchar,
             scored_at timestamp)"""
     )
+    pseudonym.rekey_legacy_table(con, f"{SCHEMA}.propensity_scores")
     con.execute(f"delete from {SCHEMA}.propensity_scores where model_name = ?", [model_name])
     scores = frame.assign(model_name=model_name, model_version=version, scored_at=scored_at)[
-        ["customer_id", "model_name", "score", "model_version", "scored_at"]
+        ["customer_key", "model_name", "score", "model_version", "scored_at"]
     ]
     con.register("_scores", scores)
     con.execute(f"insert into {SCHEMA}.propensity_scores select * from _scores")

@@ -4,19 +4,22 @@
 
 - **warehouse**: every row, in every base table of every schema (found in DuckDB's
   `information_schema`, so new tables are covered without a list here), whose customer-id
-  column (`customer_id`, `user_id`) equals the id, or whose other text columns contain the id as
-  a whole token (`raw_line`, `raw_content`, `malformed_record`, HTML, headers, ...) or one of the
-  customer's email addresses (also URL-encoded). Excluded: views (derived from the tables);
-  the `privacy` schema (tombstone and log hold keyed hashes only); columns named `*_id` other
-  than the customer-id ones and `idempotency_key` are not token-scanned (a numeric customer id
-  could equal an invoice or product number there).
-- **files** under the landing zone, the output folder and the models folder: NDJSON/JSONL lines
-  and CSV records mentioning the customer are dropped (rewritten to a dot-file, then renamed
-  over the original); JSON/text/YAML files get the id and emails replaced by `[erased]`; other
-  DuckDB files (e.g. the serving snapshot) are erased like the warehouse; the ALS state loses
-  the customer's user-factor and matrix rows; any other file mentioning them (HTML previews,
-  .eml, binaries) is deleted. A file that cannot be cleaned (e.g. a DuckDB file locked by a
-  server) is reported in `errors`; re-run the request once it is free.
+  column (`customer_id`, `user_id`) equals the id, whose `customer_key` column (the pseudonymized
+  analytics layers: features, segments, models) equals the customer's keyed hash, or whose other
+  text columns contain the id as a whole token (`raw_line`, `raw_content`, `malformed_record`,
+  HTML, headers, ...), the keyed hash, or one of the customer's email addresses (also
+  URL-encoded). Excluded: views (derived from the tables); the `privacy` schema (tombstone and
+  log hold keyed hashes only); columns named `*_id` other than the customer-id ones and
+  `idempotency_key` are not token-scanned (a numeric customer id could equal an invoice or
+  product number there).
+- **files** under the landing zone, the output folder and the models folder (searched for the
+  id, the emails and the keyed hash): NDJSON/JSONL lines and CSV records mentioning the
+  customer are dropped (rewritten to a dot-file, then renamed over the original); JSON/text/YAML
+  files get the mentions replaced by `[erased]`; other DuckDB files (e.g. the serving snapshot)
+  are erased like the warehouse; the ALS state (users keyed by customer_key) loses the
+  customer's user-factor and matrix rows; any other file mentioning them (HTML previews, .eml,
+  binaries) is deleted. A file that cannot be cleaned (e.g. a DuckDB file locked by a server) is
+  reported in `errors`; re-run the request once it is free.
 - a **tombstone** (`privacy.erased_customers`: keyed hashes of id and emails, written first so
   an interrupted erasure is safe to re-run) that the raw loaders honour, and an **erasure log**
   (`privacy.erasure_log`: request id, customer hash, who, when, location, rows/lines removed).
@@ -44,6 +47,8 @@ from personalization_assets.defs.privacy import pseudonym, tombstone
 
 ERASURE_LOG = f"{tombstone.SCHEMA}.erasure_log"
 ID_COLUMNS = ("customer_id", "user_id")
+# Pseudonymized analytics tables: the key is `pseudonym.customer_hash(id)` (see pseudonym.py).
+KEY_COLUMNS = ("customer_key",)
 ID_SQL = "regexp_replace(lower(trim(cast(\"{column}\" as varchar))), '\\.0+$', '')"
 EMAIL_COLUMNS = ("email", "to_address")
 NOT_SCANNED = ("idempotency_key",)
@@ -70,8 +75,9 @@ class Customer:
         return pseudonym.customer_hash(self.customer_id)
 
     def patterns(self) -> list[str]:
+        """Text that identifies the customer besides the id token: emails and the keyed hash."""
         emails = sorted(self.emails)
-        return [*emails, *(quote(e, safe="") for e in emails)]
+        return [*emails, *(quote(e, safe="") for e in emails), self.hash]
 
 
 @dataclass
@@ -200,7 +206,9 @@ def _token_regex(customer: Customer) -> str:
 
 
 def _is_scanned_text(column: str, data_type: str) -> bool:
-    if column in NOT_SCANNED or (column.endswith("_id") and column not in ID_COLUMNS):
+    if column in NOT_SCANNED or column in KEY_COLUMNS:
+        return False
+    if column.endswith("_id") and column not in ID_COLUMNS:
         return False
     return any(t in data_type.upper() for t in TEXT_TYPES)
 
@@ -239,6 +247,9 @@ def _row_filter(columns: list[tuple[str, str]], customer: Customer) -> tuple[str
         if column in ID_COLUMNS:
             conditions.append(f"{ID_SQL.format(column=column)} = ?")
             params.append(customer.customer_id)
+        elif column in KEY_COLUMNS:
+            conditions.append(f'lower(trim(cast("{column}" as varchar))) = ?')
+            params.append(customer.hash)
         elif column in EMAIL_COLUMNS and customer.emails:
             conditions.append(f'lower(trim("{column}")) in (select unnest(?))')
             params.append(sorted(customer.emails))
@@ -430,11 +441,13 @@ def _first_owner(data: bytes, customers: list[Customer]) -> str:
 
 
 def _erase_als_state(path: Path, customers: list[Customer], location: str, report) -> None:
-    """Drop the customers' rows from the ALS user factors and the interaction matrices."""
+    """Drop the customers' rows from the ALS user factors and the interaction matrices.
+
+    Users are customer keys (pseudonymized); a state written before that holds ids: both match."""
     model, matrix = pickle.loads(path.read_bytes())
     ids = np.asarray(matrix.user_ids)
     as_text = np.array([pseudonym.normalize_id(i) for i in ids], dtype=object)
-    wanted = {c.customer_id: c for c in customers}
+    wanted = {c.customer_id: c for c in customers} | {c.hash: c for c in customers}
     drop = np.array([t in wanted for t in as_text], dtype=bool)
     if not drop.any():
         return

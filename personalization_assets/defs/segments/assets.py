@@ -46,6 +46,7 @@ CHECKS = [
     deps=[
         dg.AssetKey(["features", "customer_features"]),
         dg.AssetKey(["warehouse", "fct_events"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
         dg.AssetKey(["models", "customer_lifecycle"]),
     ],
     group_name=GROUP,
@@ -59,7 +60,7 @@ def customer_segments(
     warehouse: WarehouseResource,
     project_config: ProjectConfigResource,
 ):
-    """Segment membership per customer: one RFM segment per purchaser plus every matching rule segment.
+    """Segment membership per customer_key: one RFM segment per purchaser plus every matching rule segment.
 
     Rules live in `config/segments.yaml` and the RFM map in `config/rfm.yaml`; entries and exits
     since the previous run go to `segments.segment_history` so campaigns can target "entered At Risk".

@@ -1,10 +1,14 @@
 """Segment membership and history in the warehouse: RFM map plus rule segments. No Dagster imports.
 
+Pseudonymized like every analytics layer: rows are keyed by `customer_key` (the keyed hash of
+the customer id); rules' `events(...)` read `main.fct_events` through the restricted
+`customer_keys` mapping, and no customer id is written.
+
 Tables (schema `segments`):
-- `customer_segments(customer_id, segment, segment_type, as_of)`: current members; RFM segments
+- `customer_segments(customer_key, segment, segment_type, as_of)`: current members; RFM segments
   are exclusive (one per purchaser), rule segments may overlap unless they share an
   `exclusive_group`.
-- `segment_history(customer_id, segment, change, as_of, previous_as_of)`: who entered or exited
+- `segment_history(customer_key, segment, change, as_of, previous_as_of)`: who entered or exited
   each segment between the previous as-of and this one. Re-running the same as-of replaces that
   as-of's rows, so history never duplicates.
 """
@@ -17,12 +21,14 @@ from dataclasses import dataclass
 import duckdb
 
 from personalization_assets.defs.models.lifecycle import PROFILE_VIEW, ensure_customer_profile
+from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.segments import rules
 from personalization_assets.defs.segments.rfm import RfmConfig, rfm_segment_sql
 
 SCHEMA = "segments"
 FEATURES = PROFILE_VIEW  # customer_features + lifecycle predictions
-EVENTS = "main.fct_events"
+# fct_events keyed by customer_key, as a temporary view on the building connection.
+EVENTS = "segment_events"
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,10 @@ def build_membership(
     """Recompute `customer_segments` for the features' as-of and append the history delta."""
     con.execute(f"create schema if not exists {SCHEMA}")
     ensure_customer_profile(con)
+    con.execute(
+        f"create or replace temp view {EVENTS} as "
+        f"select * from {pseudonym.keyed_relation_sql('main.fct_events')}"
+    )
     as_of = con.execute(f"select max(as_of) from {FEATURES}").fetchone()[0]
     rule_sql = rules.segment_membership_sql(
         segments, feature_schema(con), features_relation=FEATURES, events_relation=EVENTS
@@ -55,12 +65,12 @@ def build_membership(
     con.execute(
         f"""
         create or replace table {SCHEMA}.customer_segments as
-        select customer_id, {rfm_segment_sql(rfm)} as segment, 'rfm' as segment_type,
+        select customer_key, {rfm_segment_sql(rfm)} as segment, 'rfm' as segment_type,
                cast($as_of as timestamp) as as_of
         from {FEATURES}
         where r_score is not null
         union all
-        select customer_id, segment, 'rule' as segment_type, cast($as_of as timestamp) as as_of
+        select customer_key, segment, 'rule' as segment_type, cast($as_of as timestamp) as as_of
         from ({rule_sql}) as rule_members
         """,
         {"as_of": as_of},
@@ -76,16 +86,18 @@ def build_membership(
 
 
 def _record_history(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> dt.datetime | None:
+    for table in ("segment_snapshots", "segment_history"):
+        pseudonym.rekey_legacy_table(con, f"{SCHEMA}.{table}")
     con.execute(
         f"""
         create table if not exists {SCHEMA}.segment_snapshots (
-            customer_id varchar, segment varchar, segment_type varchar, as_of timestamp)
+            customer_key varchar, segment varchar, segment_type varchar, as_of timestamp)
         """
     )
     con.execute(
         f"""
         create table if not exists {SCHEMA}.segment_history (
-            customer_id varchar, segment varchar, segment_type varchar, change varchar,
+            customer_key varchar, segment varchar, segment_type varchar, change varchar,
             as_of timestamp, previous_as_of timestamp)
         """
     )
@@ -102,13 +114,13 @@ def _record_history(con: duckdb.DuckDBPyConnection, as_of: dt.datetime) -> dt.da
         insert into {SCHEMA}.segment_history
         with now as (select * from {SCHEMA}.segment_snapshots where as_of = $as_of),
              before as (select * from {SCHEMA}.segment_snapshots where as_of = $previous)
-        select customer_id, segment, segment_type, 'entered', $as_of, $previous
-        from (select customer_id, segment, segment_type from now
-              except select customer_id, segment, segment_type from before)
+        select customer_key, segment, segment_type, 'entered', $as_of, $previous
+        from (select customer_key, segment, segment_type from now
+              except select customer_key, segment, segment_type from before)
         union all
-        select customer_id, segment, segment_type, 'exited', $as_of, $previous
-        from (select customer_id, segment, segment_type from before
-              except select customer_id, segment, segment_type from now)
+        select customer_key, segment, segment_type, 'exited', $as_of, $previous
+        from (select customer_key, segment, segment_type from before
+              except select customer_key, segment, segment_type from now)
         """,
         {"as_of": as_of, "previous": previous},
     )
@@ -155,12 +167,12 @@ def purchasers_without_one_rfm_segment(con: duckdb.DuckDBPyConnection) -> int:
     return con.execute(
         f"""
         select count(*) from (
-            select f.customer_id, count(s.segment) as n
+            select f.customer_key, count(s.segment) as n
             from {FEATURES} f
             left join {SCHEMA}.customer_segments s
-                on s.customer_id = f.customer_id and s.segment_type = 'rfm'
+                on s.customer_key = f.customer_key and s.segment_type = 'rfm'
             where f.frequency > 0
-            group by f.customer_id
+            group by f.customer_key
         ) where n != 1
         """
     ).fetchone()[0]

@@ -1014,6 +1014,9 @@ _RELATION_PART = r'(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\x00]|"")+")'
 _RELATION_RE = re.compile(rf"{_RELATION_PART}(?:\.{_RELATION_PART}){{0,2}}")
 _PARAM_RE = re.compile(r"\$[A-Za-z_][A-Za-z0-9_]*")
 _RESERVED_ALIASES = frozenset({"_ev", "_per", "_p"})
+# The column joining features and events: analytics layers are keyed by the pseudonymous
+# customer_key; the campaign layer, which works on re-identified rows, passes customer_id.
+DEFAULT_KEY = "customer_key"
 
 
 def _quote_ident(name: str) -> str:
@@ -1056,10 +1059,13 @@ def quote_relation(name: str) -> str:
 class _Compiler:
     """Turns a validated AST into a DuckDB boolean expression."""
 
-    def __init__(self, events_sql: str, alias: str, as_of_sql: str) -> None:
+    def __init__(
+        self, events_sql: str, alias: str, as_of_sql: str, key_column: str = DEFAULT_KEY
+    ) -> None:
         self.events_sql = events_sql
         self.alias = alias
         self.as_of = as_of_sql
+        self.key = _quote_ident(key_column)
 
     def cond(self, node: Expr) -> str:
         """SQL that is always true or false (never NULL) for a condition node."""
@@ -1121,7 +1127,7 @@ class _Compiler:
         ):
             raise ValueError(f"invalid events() call {node}; validate the rule first")
         conds = [
-            f"_ev.customer_id = {self.alias}.customer_id",
+            f"_ev.{self.key} = {self.alias}.{self.key}",
             f"_ev.event_type = {_sql_string(node.event_type)}",
             f"_ev.event_ts > {self.as_of} - INTERVAL {minutes} MINUTE",
             f"_ev.event_ts <= {self.as_of}",
@@ -1140,6 +1146,11 @@ def _check_alias(alias: str) -> None:
         raise ValueError(f"invalid features alias {alias!r}")
 
 
+def _check_key(key_column: str) -> None:
+    if not _IDENT_RE.fullmatch(key_column):
+        raise ValueError(f"invalid key column {key_column!r}")
+
+
 def _check_param(as_of_param: str) -> None:
     """The as-of value must be passed as a named DuckDB parameter such as ``$as_of``."""
     if not _PARAM_RE.fullmatch(as_of_param):
@@ -1152,20 +1163,27 @@ def compile_rule(
     events_relation: str,
     features_alias: str = "f",
     as_of_param: str = "$as_of",
+    key_column: str = DEFAULT_KEY,
 ) -> str:
     """Compile a *validated* rule to a DuckDB boolean expression (never NULL).
 
-    Use it as ``SELECT f.customer_id FROM <features> AS f WHERE <expr>``; fields are
+    Use it as ``SELECT f.customer_key FROM <features> AS f WHERE <expr>``; fields are
     referenced as ``<features_alias>."<name>"``. ``events(...)`` becomes a correlated
-    subquery over ``events_relation`` (columns customer_id, event_type, event_ts,
-    category, product_id) relative to the timestamp bound to ``as_of_param``; the
+    subquery over ``events_relation`` (columns ``key_column``, event_type, event_ts,
+    category, product_id) matched on ``key_column`` (customer_key in the pseudonymized
+    analytics layers, customer_id in the campaign layer), relative to the timestamp bound to
+    ``as_of_param``; the
     parameter appears in the SQL only if the rule uses ``events()``, so bind it only then
     (DuckDB rejects unused parameters). :func:`segment_membership_sql` always uses it.
     """
     _check_alias(features_alias)
     _check_param(as_of_param)
+    _check_key(key_column)
     compiler = _Compiler(
-        quote_relation(events_relation), features_alias, f"CAST({as_of_param} AS TIMESTAMP)"
+        quote_relation(events_relation),
+        features_alias,
+        f"CAST({as_of_param} AS TIMESTAMP)",
+        key_column,
     )
     return compiler.cond(expr)
 
@@ -1253,12 +1271,14 @@ def validate_segments(config: SegmentsConfig, schema: FeatureSchema) -> dict[str
     return {seg.name: parse_rule(seg.rule) for seg in config.segments}
 
 
-def _segment_select(index: int, seg: SegmentDefinition, cond: str, features_sql: str) -> str:
+def _segment_select(
+    index: int, seg: SegmentDefinition, cond: str, features_sql: str, key: str
+) -> str:
     """One UNION ALL branch: the members of one segment plus ranking columns."""
     priority = "NULL" if seg.priority is None else str(int(seg.priority))
     group = "NULL" if seg.exclusive_group is None else _sql_string(seg.exclusive_group)
     return (
-        f"SELECT f.customer_id, CAST({_sql_string(seg.name)} AS VARCHAR) AS segment, "
+        f"SELECT f.{key}, CAST({_sql_string(seg.name)} AS VARCHAR) AS segment, "
         f"{index} AS _ord, CAST({priority} AS BIGINT) AS _priority, "
         f"CAST({group} AS VARCHAR) AS _grp "
         f"FROM {features_sql} AS f CROSS JOIN _params AS _p WHERE {cond}"
@@ -1272,8 +1292,9 @@ def segment_membership_sql(
     features_relation: str,
     events_relation: str,
     as_of_param: str = "$as_of",
+    key_column: str = DEFAULT_KEY,
 ) -> str:
-    """One DuckDB query returning ``(customer_id, segment)`` for every segment.
+    """One DuckDB query returning ``(<key_column>, segment)`` for every segment.
 
     Validates first (raises :class:`SegmentConfigError`). The query always uses the
     ``as_of_param`` parameter exactly once, so always bind it, e.g.
@@ -1281,24 +1302,26 @@ def segment_membership_sql(
     keeps only the matching segment with the lowest priority (None last, then file order).
     """
     _check_param(as_of_param)
+    _check_key(key_column)
     rules = validate_segments(config, schema)
     features_sql = quote_relation(features_relation)
-    compiler = _Compiler(quote_relation(events_relation), "f", "_p.as_of")
+    key = _quote_ident(key_column)
+    compiler = _Compiler(quote_relation(events_relation), "f", "_p.as_of", key_column)
     branches = [
-        _segment_select(i, seg, compiler.cond(rules[seg.name]), features_sql)
+        _segment_select(i, seg, compiler.cond(rules[seg.name]), features_sql, key)
         for i, seg in enumerate(config.segments)
     ]
     if not branches:
         empty = SegmentDefinition(name="-", rule="false")
-        branches = [_segment_select(0, empty, "false", features_sql)]
+        branches = [_segment_select(0, empty, "false", features_sql, key)]
     union = "\n  UNION ALL\n  ".join(branches)
     return (
         f"WITH _params AS (SELECT CAST({as_of_param} AS TIMESTAMP) AS as_of),\n"
         f"_matches AS (\n  {union}\n),\n"
         "_ranked AS (\n  SELECT *, row_number() OVER (\n"
-        "    PARTITION BY customer_id, _grp ORDER BY _priority NULLS LAST, _ord) AS _rank\n"
+        f"    PARTITION BY {key}, _grp ORDER BY _priority NULLS LAST, _ord) AS _rank\n"
         "  FROM _matches\n)\n"
-        "SELECT customer_id, segment FROM _ranked WHERE _grp IS NULL OR _rank = 1"
+        f"SELECT {key}, segment FROM _ranked WHERE _grp IS NULL OR _rank = 1"
     )
 
 

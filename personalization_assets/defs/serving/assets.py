@@ -25,6 +25,7 @@ OWNERS = ["team:crm-marketing"]
         dg.AssetKey(["models", "product_recommendations"]),
         dg.AssetKey(["segments", "customer_segments"]),
         dg.AssetKey(["features", "customer_features"]),
+        dg.AssetKey(["warehouse", "customer_keys"]),
     ],
     group_name=GROUP,
     owners=OWNERS,

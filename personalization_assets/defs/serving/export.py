@@ -6,7 +6,9 @@ payloads this module copies what the edge needs into a separate DuckDB file, wri
 temporary name and atomically renamed over the previous snapshot. The API opens it read-only
 and reloads when the file changes; nobody at the edge ever opens the warehouse.
 
-Tables (all keyed by the warehouse's customer id):
+Tables (all keyed by the warehouse's customer id: the edge API is called with customer ids, so
+the analytics tables, keyed by the pseudonymous customer_key, are mapped back here through the
+restricted `main.customer_keys`; the snapshot holds no customer_key):
 
     meta              key/value: snapshot_at, feature as_of, ALS as_of and parameters
     customers         consent flags (email, tracking, unsubscribed, suppressed), contact and
@@ -44,6 +46,7 @@ import pyarrow as pa
 from personalization_assets import paths
 
 SNAPSHOT_ENV = "PERSONALIZATION_SERVING_SNAPSHOT"
+KEYS = "wh.main.customer_keys"  # the restricted key → id mapping, in the attached warehouse
 SNAPSHOT_VERSION = "1"
 TOKEN_COLUMNS = (
     "city",
@@ -176,11 +179,11 @@ def _copy_tables(con: duckdb.DuckDBPyConnection) -> None:
     if _exists(con, "models", "propensity_scores"):
         propensity_join = """
             left join (
-                select customer_id,
+                select customer_key,
                        max(score) filter (where model_name = 'churn') as churn_score,
                        max(score) filter (where model_name = 'purchase') as purchase_score
-                from wh.models.propensity_scores group by customer_id
-            ) p using (customer_id)"""
+                from wh.models.propensity_scores group by customer_key
+            ) p on p.customer_key = keys.customer_key"""
         churn, purchase = "p.churn_score", "p.purchase_score"
     tokens = ", ".join(f"f.{c}" for c in TOKEN_COLUMNS if c not in {"city", "country", "timezone"})
     con.execute(
@@ -196,7 +199,8 @@ def _copy_tables(con: duckdb.DuckDBPyConnection) -> None:
                {churn} as churn_score, {purchase} as purchase_score
         from wh.main.dim_customers c
         left join wh.main.dim_customer_contacts k using (customer_id)
-        left join wh.main.customer_features f using (customer_id)
+        left join {KEYS} keys on keys.customer_id = c.customer_id
+        left join wh.main.customer_features f on f.customer_key = keys.customer_key
         {propensity_join}
         order by c.customer_id
         """
@@ -207,9 +211,10 @@ def _copy_tables(con: duckdb.DuckDBPyConnection) -> None:
         from wh.main.dim_products order by product_id"""
     )
     optional = {
-        ("segments", "customer_segments"): """
-            create table segments as select customer_id, segment, segment_type
-            from wh.segments.customer_segments order by customer_id, segment_type, segment""",
+        ("segments", "customer_segments"): f"""
+            create table segments as select keys.customer_id, s.segment, s.segment_type
+            from wh.segments.customer_segments s join {KEYS} keys using (customer_key)
+            order by keys.customer_id, s.segment_type, s.segment""",
         ("campaigns", "campaign_decisions"): """
             create table decisions as
             select send_date, campaign_id, customer_id, status, reason, rule, template, variant,
@@ -219,11 +224,12 @@ def _copy_tables(con: duckdb.DuckDBPyConnection) -> None:
                 partition by campaign_id, customer_id order by send_date desc, decided_at desc
             ) = 1
             order by customer_id, campaign_id""",
-        ("models", "product_recommendations"): """
+        ("models", "product_recommendations"): f"""
             create table recommendations as
-            select r.customer_id, r.rank, r.product_id, r.score, cast(r.source as varchar) as source
-            from wh.models.product_recommendations r
-            order by r.customer_id, r.rank""",
+            select keys.customer_id, r.rank, r.product_id, r.score,
+                   cast(r.source as varchar) as source
+            from wh.models.product_recommendations r join {KEYS} keys using (customer_key)
+            order by keys.customer_id, r.rank""",
         ("models", "similar_products"): """
             create table similar_products as
             select product_id, rank, similar_product_id from wh.models.similar_products
@@ -279,9 +285,11 @@ def _export_als(con: duckdb.DuckDBPyConnection, state, settings, meta: dict[str,
     model, matrix = state
     weights = settings.weights
     event_types = sorted(t for t, w in weights.event_weights.items() if w > 0)
+    # The ALS state is keyed by customer_key (as the model was trained); the cells go out by id.
     interactions = con.execute(
-        "select customer_id, product_id, event_type, event_ts from wh.main.fct_events "
-        "where product_id is not null and event_type in (select unnest(?))",
+        f"select keys.customer_key, e.product_id, e.event_type, e.event_ts "
+        f"from wh.main.fct_events e join {KEYS} keys using (customer_id) "
+        "where e.product_id is not null and e.event_type in (select unnest(?))",
         [event_types],
     ).df()
     if interactions.empty or model.item_factors.shape[0] != matrix.shape[1]:
@@ -314,14 +322,17 @@ def _export_als(con: duckdb.DuckDBPyConnection, state, settings, meta: dict[str,
         "_cells",
         pa.table(
             {
-                "customer_id": pa.array([str(u) for u in raw.user_ids[coo.row]]),
+                "customer_key": pa.array([str(u) for u in raw.user_ids[coo.row]]),
                 "col": pa.array(coo.col.astype(np.int32)),
                 "raw": pa.array(coo.data.astype(np.float64)),
                 "purchased": pa.array(purchased),
             }
         ),
     )
-    con.execute("create table als_cells as select * from _cells order by customer_id, col")
+    con.execute(
+        "create table als_cells as select keys.customer_id, c.col, c.raw, c.purchased "
+        f"from _cells c join {KEYS} keys using (customer_key) order by keys.customer_id, c.col"
+    )
     meta.update(
         {
             "als_as_of": pd.Timestamp(matrix.as_of).isoformat(),

@@ -18,6 +18,7 @@ from packaging import version
 
 from personalization_assets import engine as engines
 from personalization_assets import paths
+from personalization_assets.defs.privacy import pseudonym
 
 WAREHOUSE_POOL = "duckdb_writer"
 
@@ -34,10 +35,15 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @contextmanager
     def connect(self, read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
-        """A connection in UTC, closed on exit (releasing the file lock)."""
+        """A connection in UTC, closed on exit (releasing the file lock).
+
+        The pseudonym key's HMAC pads are set as connection variables, so SQL can compute
+        `customer_key` with `pseudonym.customer_key_sql` (the same value dbt's macro gives).
+        """
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect_waiting_for_lock(read_only)
         con.execute("set TimeZone = 'UTC'")
+        pseudonym.configure_duckdb(con)
         try:
             yield con
         finally:
