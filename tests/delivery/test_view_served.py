@@ -273,14 +273,7 @@ def test_view_in_browser_serves_exactly_the_rendered_payload(opted_shop):
     assert len(payloads) == 7
     app = create_send_time_app(settings, payloads_dir=root / "output" / "payloads")
     with serve(app) as url, httpx.Client(base_url=url) as client:
-        for key, _, html in payloads:
-            # The link as the email itself carries it.
-            href = re.search(r'href="([^"]*/view/[^"]+)"', html).group(1).replace("&amp;", "&")
-            link = urlparse(href)
-            assert link.path == f"/view/{key}"
-            response = client.get(f"{link.path}?{link.query}")
-            assert response.status_code == 200
-            assert response.text == html
+        _follow_view_links(client, [(key, html) for key, _, html in payloads])
         key, customer, _ = payloads[0]
         other_key = payloads[1][0]
         refused = [
@@ -304,13 +297,18 @@ def test_view_in_browser_serves_journey_emails_too(opted_shop):
     assert sent
     app = create_send_time_app(settings, payloads_dir=root / "output" / "payloads")
     with serve(app) as url, httpx.Client(base_url=url) as client:
-        for key, html in sent:
-            href = re.search(r'href="([^"]*/view/[^"]+)"', html).group(1).replace("&amp;", "&")
-            link = urlparse(href)
-            assert link.path == f"/view/{key}"
-            response = client.get(f"{link.path}?{link.query}")
-            assert response.status_code == 200
-            assert response.text == html
+        _follow_view_links(client, sent)
+
+
+def _follow_view_links(client: httpx.Client, emails: list[tuple[str, str]]) -> None:
+    """Each email's own view-in-browser link (as the HTML carries it) returns that email."""
+    for key, html in emails:
+        href = re.search(r'href="([^"]*/view/[^"]+)"', html).group(1).replace("&amp;", "&")
+        link = urlparse(href)
+        assert link.path == f"/view/{key}"
+        response = client.get(f"{link.path}?{link.query}")
+        assert response.status_code == 200
+        assert response.text == html
 
 
 def _jsonl(path, items: dict[str, str]) -> None:
