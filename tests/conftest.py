@@ -96,6 +96,17 @@ def run_job(root: Path, job_name: str = "full_pipeline", **kwargs) -> dg.Execute
         return job.execute_in_process(raise_on_error=False, **kwargs)
 
 
+def upstream_of_decisions() -> list[dg.AssetKey]:
+    """Everything campaign decisions read, without the model training (not needed there)."""
+    from personalization_assets.definitions import defs
+
+    selection = (
+        dg.AssetSelection.assets(["segments", "customer_segments"]).upstream()
+        | dg.AssetSelection.groups("ingest", "warehouse")
+    ) - dg.AssetSelection.groups("models")
+    return list(selection.resolve(defs().resolve_asset_graph()))
+
+
 def failed_checks(result: dg.ExecuteInProcessResult) -> dict[str, str]:
     """check key → severity for every asset check that did not pass."""
     failed = {}

@@ -19,7 +19,7 @@ from personalization_assets.defs.campaigns.config import (
 )
 from personalization_assets.defs.campaigns.decisions import build_decisions, ensure_tables
 from personalization_assets.defs.segments.membership import feature_schema
-from tests.conftest import run_job, write_landing
+from tests.conftest import run_job, upstream_of_decisions, write_landing
 
 SHIPPED = load_campaigns_config(paths.PROJECT_ROOT / "config" / "campaigns.yaml")
 
@@ -104,21 +104,8 @@ def trigger_shop(tmp_path_factory):
         }
     ]
     write_landing(root, events={"2026-10-31": events}, customers=customers, products=products)
-    assert run_job(root, asset_selection=_upstream_of_decisions()).success
+    assert run_job(root, asset_selection=upstream_of_decisions()).success
     return root / "warehouse.duckdb"
-
-
-def _upstream_of_decisions():
-    """Everything campaign decisions read, without the model training (not needed here)."""
-    import dagster as dg
-
-    from personalization_assets.definitions import defs
-
-    selection = (
-        dg.AssetSelection.assets(["segments", "customer_segments"]).upstream()
-        | dg.AssetSelection.groups("ingest", "warehouse")
-    ) - dg.AssetSelection.groups("models")
-    return list(selection.resolve(defs().resolve_asset_graph()))
 
 
 @pytest.fixture

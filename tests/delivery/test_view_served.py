@@ -29,7 +29,7 @@ from personalization_assets.defs.delivery.view import PayloadFiles
 from personalization_assets.edge.collector import create_collector_app
 from personalization_assets.edge.send_time import create_send_time_app
 from personalization_assets.edge.settings import load_edge_settings
-from tests.conftest import run_job, write_landing
+from tests.conftest import run_job, upstream_of_decisions, write_landing
 from tests.edge.servers import serve, write_edge_config
 
 SHIPPED = load_campaigns_config(paths.PROJECT_ROOT / "config" / "campaigns.yaml")
@@ -146,7 +146,7 @@ def opted_shop(tmp_path_factory):
                 response = client.post("/preferences", params=query, content=body, headers=FORM)
                 assert response.status_code == 200
         assert client.post("/v1/flush").status_code == 200
-    assert run_job(root, asset_selection=_upstream_of_decisions()).success
+    assert run_job(root, asset_selection=upstream_of_decisions()).success
     clock = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=1)
     con = duckdb.connect(str(root / "warehouse.duckdb"))
     con.execute("set TimeZone = 'UTC'")
@@ -164,18 +164,6 @@ def opted_shop(tmp_path_factory):
     write_journey_jsonl(con, root / "output", clock)  # as the journey_progress asset does
     con.close()
     return root, settings
-
-
-def _upstream_of_decisions():
-    import dagster as dg
-
-    from personalization_assets.definitions import defs
-
-    selection = (
-        dg.AssetSelection.assets(["segments", "customer_segments"]).upstream()
-        | dg.AssetSelection.groups("ingest", "warehouse")
-    ) - dg.AssetSelection.groups("models")
-    return list(selection.resolve(defs().resolve_asset_graph()))
 
 
 def _rows(root, sql: str) -> list[tuple]:

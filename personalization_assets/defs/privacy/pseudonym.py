@@ -20,6 +20,8 @@ import hmac
 import os
 import re
 
+from personalization_assets.defs.warehouse.summary import table_columns
+
 KEY_ENV = "PERSONALIZATION_PSEUDONYM_KEY"
 DEV_KEY = "dev-only-pseudonym-key-NOT-A-SECRET"
 # The restricted mapping table (dbt model `customer_keys`): the only way from key back to id.
@@ -101,15 +103,7 @@ def reidentified_sql(relation: str) -> str:
 def rekey_legacy_table(con, table: str) -> bool:
     """Convert a table written before pseudonymization (a `customer_id` column, no
     `customer_key`) in place: ids become keys through `customer_keys`. True if it did."""
-    schema, name = table.split(".")
-    columns = {
-        row[0]
-        for row in con.execute(
-            "select column_name from information_schema.columns "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchall()
-    }
+    columns = table_columns(con, *table.split("."))
     if "customer_id" not in columns or "customer_key" in columns:
         return False
     con.execute(f"create or replace table {table} as select * from {keyed_relation_sql(table)}")

@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import duckdb
 
 from personalization_assets.defs.privacy import pseudonym
+from personalization_assets.defs.warehouse.summary import table_columns
 
 SCHEMA = "privacy"
 TOMBSTONE = f"{SCHEMA}.erased_customers"
@@ -80,15 +81,7 @@ def drop_erased_rows(con: duckdb.DuckDBPyConnection, table: str) -> int:
     id_hashes, email_hashes = tombstoned(con)
     if not id_hashes:
         return 0
-    schema, name = table.split(".")
-    columns = {
-        r[0]
-        for r in con.execute(
-            "select column_name from information_schema.columns "
-            "where table_schema = ? and table_name = ?",
-            [schema, name],
-        ).fetchall()
-    }
+    columns = table_columns(con, *table.split("."))
     removed = 0
     for column, kind, hashes, expr in (
         ("customer_id", "customer", id_hashes, "trim(customer_id)"),
