@@ -189,6 +189,7 @@ def render_payloads(
     template_version: str = "",
     clock: dt.datetime | None = None,
     schedules: dict[str, ScheduleSpec | None] | None = None,
+    batch_size: int = 2000,
 ) -> PayloadSummary:
     """Render every `send` decision of the date; write the table and one JSONL per campaign.
 
@@ -198,6 +199,9 @@ def render_payloads(
     sensor run after a few new events re-renders only the affected recipients. The result is the
     same as rendering everything. `send_at` (UTC) comes from each campaign's `schedule`
     (recipient-local time, quiet hours, best hour) at `clock`; null = due now.
+
+    Payloads are rendered and inserted `batch_size` at a time. Call this inside a transaction
+    (the asset does) so that a failure leaves the previous payloads, not a partial set.
     """
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(PAYLOADS_DDL)
@@ -227,25 +231,29 @@ def render_payloads(
             by_template[row["template"]].append(row)
     summary.reused = len(kept)
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    records = []
+    changed = _delete_stale(con, send_date, kept)
     for template, template_rows in sorted(by_template.items()):
-        contexts = [
-            build_context(r, base_url=base_url, campaign_names=campaign_names)
-            for r in template_rows
-        ]
-        for row, result in zip(
-            template_rows, renderer.render_many(template, contexts), strict=True
-        ):
-            records.append(_record(row, result, send_date, versions, now))
-            if isinstance(result, TemplateRenderError):
-                summary.failed += 1
-                summary.errors.setdefault(template, str(result))
-                key = (row["campaign_id"], row["variant"])
-                summary.per_campaign[key] -= 1
-            else:
-                summary.rendered += 1
+        # Render, store and free one batch at a time: memory is bounded by the batch, and the
+        # next batch reuses the freed (and, see heap.py, still mapped) memory.
+        for start in range(0, len(template_rows), batch_size):
+            batch = template_rows[start : start + batch_size]
+            contexts = [
+                build_context(r, base_url=base_url, campaign_names=campaign_names) for r in batch
+            ]
+            records = []
+            for row, result in zip(batch, renderer.render_many(template, contexts), strict=True):
+                records.append(_record(row, result, send_date, versions, now))
+                if isinstance(result, TemplateRenderError):
+                    summary.failed += 1
+                    summary.errors.setdefault(template, str(result))
+                    key = (row["campaign_id"], row["variant"])
+                    summary.per_campaign[key] -= 1
+                else:
+                    summary.rendered += 1
+            del contexts
+            changed |= _insert_records(con, records)
+            del records
     folder = output_dir / "payloads" / f"send_date={send_date}"
-    changed = _replace_rows(con, send_date, kept, records)
     missing = {
         r["campaign_id"] for r in rows if not (folder / f"{r['campaign_id']}.jsonl").exists()
     }
@@ -271,35 +279,29 @@ def _content_key(row: dict[str, Any], versions: str, template_version: str) -> s
     return hashlib.sha256(inputs.encode()).hexdigest()[:32]
 
 
-def _replace_rows(
-    con: duckdb.DuckDBPyConnection,
-    send_date: dt.date,
-    kept: list[str],
-    records: list[dict[str, Any]],
-) -> set[str]:
-    """Swap in the new records, drop payloads of withdrawn decisions; the changed campaigns."""
+def _delete_stale(con: duckdb.DuckDBPyConnection, send_date: dt.date, kept: list[str]) -> set[str]:
+    """Drop the date's payloads that are not kept as they are; the campaigns that had any."""
     con.register("_kept_keys", pa.table({"idempotency_key": pa.array(kept, pa.string())}))
+    stale = f"""from {SCHEMA}.email_payloads
+                where send_date = ?
+                  and idempotency_key not in (select idempotency_key from _kept_keys)"""
     changed = {
         row[0]
-        for row in con.execute(
-            f"""select distinct campaign_id from {SCHEMA}.email_payloads
-                where send_date = ?
-                  and idempotency_key not in (select idempotency_key from _kept_keys)""",
-            [send_date],
-        ).fetchall()
-    } | {record["campaign_id"] for record in records}
-    con.execute(
-        f"""delete from {SCHEMA}.email_payloads
-            where send_date = ?
-              and idempotency_key not in (select idempotency_key from _kept_keys)""",
-        [send_date],
-    )
+        for row in con.execute(f"select distinct campaign_id {stale}", [send_date]).fetchall()
+    }
+    con.execute(f"delete {stale}", [send_date])
     con.unregister("_kept_keys")
-    if records:
-        con.register("_payload_records", pa.Table.from_pylist(records))
-        con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
-        con.unregister("_payload_records")
     return changed
+
+
+def _insert_records(con: duckdb.DuckDBPyConnection, records: list[dict[str, Any]]) -> set[str]:
+    """Insert freshly rendered payloads; the campaigns they belong to."""
+    if not records:
+        return set()
+    con.register("_payload_records", pa.Table.from_pylist(records))
+    con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
+    con.unregister("_payload_records")
+    return {record["campaign_id"] for record in records}
 
 
 def _record(row, result, send_date, versions, now) -> dict[str, Any]:
