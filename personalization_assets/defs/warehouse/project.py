@@ -62,12 +62,13 @@ def parse_settings() -> dict[str, str]:
     """What a build's partial parse must have been made with: vars, target, warehouse path.
 
     dbt reuses `partial_parse.msgpack` only when the `--vars`, the `--target` and the profile's
-    connection settings (the DuckDB path) equal those of the parse that wrote it.
+    connection settings (the DuckDB path and memory limit) equal those of the parse that wrote it.
     """
     return {
         "vars": json.dumps(dbt_vars()),
         "target": engines.dbt_target(),
         "duckdb_path": str(paths.duckdb_path()),
+        "duckdb_memory_limit": paths.duckdb_memory_limit(),
     }
 
 
@@ -113,6 +114,7 @@ def _parse(settings: dict[str, str]) -> None:
             **os.environ,
             "DBT_SEND_ANONYMOUS_USAGE_STATS": "false",
             paths.DUCKDB_PATH_ENV: settings["duckdb_path"],
+            paths.DUCKDB_MEMORY_LIMIT_ENV: settings["duckdb_memory_limit"],
         },
     )
 
