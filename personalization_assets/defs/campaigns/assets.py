@@ -263,7 +263,6 @@ def email_payloads(
     with warehouse.connect() as con:
         clock, send_date = _clock(con, config)
         versions = _model_versions(con)
-        con.execute("begin transaction")  # a failure keeps the previous payloads, not a part
         summary = payloads.render_payloads(
             con,
             renderer,
@@ -277,7 +276,6 @@ def email_payloads(
             schedules={c.id: c.schedule for c in campaigns.campaigns},
             batch_size=settings.batch_size,
         )
-        con.execute("commit")
         mismatched = con.execute(
             """
             select count(*) from campaigns.campaign_decisions d

@@ -202,8 +202,12 @@ def render_payloads(
     same as rendering everything. `send_at` (UTC) comes from each campaign's `schedule`
     (recipient-local time, quiet hours, best hour) at `clock`; null = due now.
 
-    Payloads are rendered and inserted `batch_size` at a time. Call this inside a transaction
-    (the asset does) so that a failure leaves the previous payloads, not a partial set.
+    Payloads are rendered and stored `batch_size` at a time, each batch in its own transaction
+    (old versions replaced by new ones together): memory stays bounded by the batch, not by
+    the audience (DuckDB holds a transaction's uncommitted rows in memory). A run that fails
+    part-way leaves every payload whole — some re-rendered, the rest as before — and the next
+    run re-renders what is left (their content keys differ); the JSONL files are written last.
+    Call it outside a transaction.
     """
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(PAYLOADS_DDL)
@@ -301,12 +305,19 @@ def _replace_records(con: duckdb.DuckDBPyConnection, records: list[dict[str, Any
     if not records:
         return set()
     con.register("_payload_records", pa.Table.from_pylist(records))
-    con.execute(
-        f"""delete from {SCHEMA}.email_payloads
-            where idempotency_key in (select idempotency_key from _payload_records)"""
-    )
-    con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
-    con.unregister("_payload_records")
+    con.execute("begin transaction")
+    try:
+        con.execute(
+            f"""delete from {SCHEMA}.email_payloads
+                where idempotency_key in (select idempotency_key from _payload_records)"""
+        )
+        con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.unregister("_payload_records")
     return {record["campaign_id"] for record in records}
 
 
