@@ -90,16 +90,17 @@ def _propensity_asset(model_name: str, description: str):
             previous = training.current_model(con, model_name)
         frame["baseline"] = _baseline(model_name, frame, target.horizon_days)
         try:
-            with engine_spark_session(f"personalization-{model_name}-model") as spark:
-                result = propensity.train_propensity(
-                    frame,
-                    feature_columns=settings.features,
-                    label_column="label",
-                    as_of_column="as_of",
-                    baseline_column="baseline",
-                    params=settings.params,
-                    fit=spark_propensity.spark_fit(spark) if spark else None,
-                )
+            result = propensity.train_propensity(
+                frame,
+                feature_columns=settings.features,
+                label_column="label",
+                as_of_column="as_of",
+                baseline_column="baseline",
+                params=settings.params,
+                fit=spark_propensity.spark_fit(f"personalization-{model_name}-model")
+                if engine.engine() == "spark"
+                else None,
+            )
         except propensity.InsufficientTrainingData as error:
             context.log.warning(f"{model_name}: not trained, previous model kept: {error}")
             yield dg.MaterializeResult(

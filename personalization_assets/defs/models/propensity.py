@@ -458,7 +458,7 @@ def train_propensity(
     """Train an XGBoost (``hist``) propensity model with a time split and early stopping.
 
     ``fit`` trains the booster on the train fold with early stopping on the valid fold
-    (default: ``xgboost.train`` in this process; ``spark_propensity.fit_on_spark`` trains
+    (default: ``xgboost.train`` in this process; ``spark_propensity.spark_fit`` trains
     with ``xgboost.spark`` instead); splitting, metrics and the version are shared.
 
     Raises :class:`InsufficientTrainingData` when the data cannot support a

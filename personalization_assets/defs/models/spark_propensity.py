@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from personalization_assets.defs.models import propensity
+from personalization_assets.spark_session import spark_session
 
 if TYPE_CHECKING:
     import xgboost as xgb
@@ -35,8 +36,13 @@ VALID = "_is_valid"
 LABEL = "_label"
 
 
-def spark_fit(spark: SparkSession, num_workers: int = 2) -> propensity.BoosterFit:
-    """A ``fit`` for :func:`propensity.train_propensity` that trains with ``xgboost.spark``."""
+def spark_fit(
+    app_name: str, num_workers: int = 2, master: str | None = None
+) -> propensity.BoosterFit:
+    """A ``fit`` for :func:`propensity.train_propensity` that trains with ``xgboost.spark``.
+
+    The session opens only when a fit happens (not when the frame is refused as too small) and
+    closes when it returns."""
 
     def fit(
         split: propensity.TimeSplit,
@@ -61,8 +67,9 @@ def spark_fit(spark: SparkSession, num_workers: int = 2) -> propensity.BoosterFi
             num_workers=num_workers,
             **estimator_params(params),
         )
-        model = estimator.fit(spark.createDataFrame(rows).repartition(num_workers))
-        return best_iteration_booster(model.get_booster())
+        with spark_session(app_name, master=master) as spark:
+            model = estimator.fit(spark.createDataFrame(rows).repartition(num_workers))
+            return best_iteration_booster(model.get_booster())
 
     fit.engine = "spark"  # type: ignore[attr-defined]  # recorded in the version and sidecar
     return fit
