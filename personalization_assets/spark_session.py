@@ -12,7 +12,9 @@ ends, so its executors give their cores back before the next dbt invocation asks
 standalone master schedules applications first come, first served).
 
 A master that does not answer fails at once with what to do, instead of Spark waiting for it:
-the port is checked before any JVM starts. Executors import this package from the project root
+the port is checked before any JVM starts. A session that gets no executor, or loses all of
+them mid-step (the workers died), fails the same way after a grace period; Spark itself would
+leave its jobs waiting for executors. Executors import this package from the project root
 (`spark.executorEnv.PYTHONPATH`) with the driver's Python, so they run the same code; on a
 managed cluster the package is installed on the workers (or shipped with `addPyFile`) instead.
 """
@@ -23,6 +25,8 @@ import os
 import shutil
 import socket
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -35,6 +39,7 @@ if TYPE_CHECKING:  # pyspark starts nothing at import, but costs ~1 s; imported 
 
 CONNECT_TIMEOUT_S = 3.0
 DEFAULT_EXECUTOR_MEMORY = "1g"
+EXECUTOR_WAIT_S = 60.0
 
 
 class SparkUnavailable(RuntimeError):
@@ -80,8 +85,15 @@ def spark_session(
     executor_memory: str = DEFAULT_EXECUTOR_MEMORY,
     max_cores: int = 2,
     conf: dict[str, str] | None = None,
+    executor_wait_s: float = EXECUTOR_WAIT_S,
+    executors_lost_s: float = EXECUTOR_WAIT_S,
 ) -> Iterator[SparkSession]:
-    """A SparkSession on `master` (default: the engine's), stopped when the block ends."""
+    """A SparkSession on `master` (default: the engine's), stopped when the block ends.
+
+    Raises :class:`SparkUnavailable` when no executor starts within `executor_wait_s` (no worker
+    alive, or all busy), and when every executor is gone for `executors_lost_s` during the block
+    (the workers died): its Spark jobs are cancelled rather than left waiting for resources.
+    """
     master = check_spark_available(master)
     for key, value in engine.spark_env().items():
         if key not in os.environ or key in ("PYSPARK_PYTHON", "PYSPARK_DRIVER_PYTHON"):
@@ -116,10 +128,69 @@ def spark_session(
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
+    watch = _ExecutorWatch(session.sparkContext, executors_lost_s)
     try:
-        yield session
+        watch.wait_for_first(master, executor_wait_s)
+        with watch:
+            yield session
+    except Exception as error:
+        if watch.fired:
+            raise SparkUnavailable(
+                f"every Spark executor on {master} was gone for {executors_lost_s:.0f}s during "
+                "the step (workers lost?): its jobs were cancelled and nothing was written; "
+                "check `make spark-status`, `make spark-up` starts missing workers"
+            ) from error
+        raise
     finally:
         session.stop()
+
+
+class _ExecutorWatch:
+    """Cancels a session's jobs once it has had no executor for `grace` seconds.
+
+    A standalone master keeps a job whose executors all died waiting for new ones forever;
+    this turns that into a failed step with a message."""
+
+    def __init__(self, context, grace: float) -> None:
+        self.context = context
+        self.grace = grace
+        self.fired = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def executors(self) -> int:
+        infos = self.context._jsc.sc().statusTracker().getExecutorInfos()
+        return max(len(infos) - 1, 0)  # the driver is listed too
+
+    def wait_for_first(self, master: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.executors() == 0:
+            if time.monotonic() > deadline:
+                raise SparkUnavailable(
+                    f"no Spark executor started on {master} within {timeout:.0f}s: no worker "
+                    "is alive or free; check `make spark-status`, `make spark-up` starts them"
+                )
+            time.sleep(0.5)
+
+    def __enter__(self) -> _ExecutorWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        gone_since = None
+        while not self._stop.wait(1.0):
+            if self.executors() > 0:
+                gone_since = None
+                continue
+            gone_since = gone_since or time.monotonic()
+            if time.monotonic() - gone_since > self.grace:
+                self.fired = True
+                self.context.cancelAllJobs()
+                return
 
 
 @contextmanager

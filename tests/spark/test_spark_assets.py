@@ -9,11 +9,14 @@ The DuckDB path built the sample shop, so its models and payloads are the refere
   must equal local scoring of that booster.
 - The payloads render through mapInPandas on the executors: table rows and JSONL files must be
   byte-identical to the local rendering.
+- Bad input: workers lost during a step, or none at all, fail the step with what to do.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import dagster as dg
@@ -24,7 +27,9 @@ import pytest
 from personalization_assets import engine, paths
 from personalization_assets.defs.models import propensity, training
 from personalization_assets.defs.models.settings import load_model_settings
+from personalization_assets.spark_session import SparkUnavailable, spark_session
 from tests.conftest import run_job
+from tests.spark.conftest import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("java") is None, reason="Spark needs a Java runtime")
 
@@ -136,3 +141,40 @@ def test_payloads_rendered_on_spark_are_byte_identical_to_local(shop_copy, sampl
     ]
     for spark_file, local_file in zip(spark_files, local_files, strict=True):
         assert spark_file.read_bytes() == local_file.read_bytes(), spark_file.name
+
+
+def test_workers_lost_mid_step_or_missing_fail_the_session_with_what_to_do(tmp_path, monkeypatch):
+    """A master whose only worker dies during a job: the job is cancelled and the step fails
+    naming the cause, instead of waiting for executors forever; then a session on that master
+    fails at once because no executor starts. (Its own cluster: the shared one stays intact.)"""
+    cluster = engine.SparkCluster(
+        root=tmp_path / "spark",
+        master_port=free_port(),
+        master_ui_port=free_port(),
+        workers=1,
+        worker_memory="1g",
+    )
+    monkeypatch.setenv(engine.SPARK_DIR_ENV, str(cluster.root))
+    worker = cluster.daemons[1]
+
+    def slow(batches):
+        time.sleep(120)
+        yield from batches
+
+    try:
+        cluster.up()
+        with (
+            pytest.raises(SparkUnavailable, match=r"every Spark executor .* was gone") as lost,
+            spark_session("worker-lost", master=cluster.master_url, executors_lost_s=5) as spark,
+        ):
+            threading.Timer(8, lambda: engine._terminate(worker.pid(), 10)).start()
+            spark.range(4).repartition(2).mapInPandas(slow, "id long").collect()
+        assert "make spark-up" in str(lost.value)
+        with (
+            pytest.raises(SparkUnavailable, match=r"no Spark executor started.*make spark-up"),
+            spark_session("no-worker", master=cluster.master_url, executor_wait_s=5),
+        ):
+            pass
+    finally:
+        cluster.down()
+    assert all(pid is None for pid in cluster.status().values())
