@@ -30,13 +30,13 @@ pays for first-touching new memory when results are kept, so ``render_many`` (re
 slower than ``render`` (results dropped) on the same work. The script is not a test; it prints a
 table.
 
-Fresh heap vs warm heap: kept results need new memory, and in a fresh process glibc hands back
-freed heap memory at once (trim threshold 128 KiB), so every batch touches new pages: about
-two page faults per payload, several microseconds each on this VM. A process that has freed a
-large buffer (numpy, pandas, DuckDB results: what a Dagster run worker does before rendering)
-has glibc's sliding threshold raised and reuses the freed heap. The summary runs
-``render_many`` both ways, the warm one in a child process started with ``--warm-heap`` (frees
-one 32 MiB buffer before timing).
+Allocator: kept results need memory, and by default glibc hands freed heap memory back to the
+kernel at once (trim threshold 128 KiB), so every batch touches new pages: about two page
+faults per payload, several microseconds each on this VM. The payloads asset renders, stores
+and frees ``rendering.batch_size`` payloads at a time and first raises the trim threshold
+(``personalization_assets/heap.py``, ``rendering.retain_heap_mb`` in ``config/pipeline.yaml``),
+so each batch reuses the pages of the one before. The summary runs ``render_many`` both ways,
+the other one in a child process (``--retain-heap MB`` sets what the asset sets).
 
 Compiled-template cache: the summary also times the first render of the template in fresh
 processes (``--first-render``, imports not counted) with an empty cache folder (a compile) and
@@ -69,6 +69,8 @@ from personalization_assets.defs.campaigns.rendering import (  # noqa: E402
     RenderedEmail,
     RendererConfig,
 )
+from personalization_assets.heap import retain_freed_heap  # noqa: E402
+from personalization_assets.settings import load_pipeline_settings  # noqa: E402
 
 BASE_URL = "https://northwind.example"
 BRAND = {
@@ -263,12 +265,16 @@ def main() -> None:
     parser.add_argument("--template", default="newsletter", help="a campaign template or 'all'")
     parser.add_argument("--products", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--batch", type=int, default=2000, help="payloads per round (the asset's batch_size)"
+    )
     parser.add_argument("--core", type=int, default=None, help="CPU to pin to (default: first)")
     parser.add_argument(
-        "--warm-heap",
-        action="store_true",
-        help="free a 32 MiB buffer first, so glibc keeps freed heap memory for reuse",
+        "--retain-heap",
+        type=int,
+        default=0,
+        metavar="MB",
+        help="keep freed heap memory as the payloads asset does (heap.retain_freed_heap)",
     )
     parser.add_argument("--no-summary", action="store_true", help="skip the child processes")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
@@ -277,9 +283,8 @@ def main() -> None:
     if args.first_render:
         print(json.dumps(first_render(args.first_render, args.template, args.products)))
         return
-    if args.warm_heap:
-        buffer = bytearray(32 << 20)
-        del buffer
+    if args.retain_heap and not retain_freed_heap(args.retain_heap):
+        print("note: this allocator has no mallopt; --retain-heap has no effect", file=sys.stderr)
 
     if hasattr(os, "sched_setaffinity"):
         core = args.core if args.core is not None else min(os.sched_getaffinity(0))
@@ -327,18 +332,19 @@ def main() -> None:
     print_table(results, "jinja2 ImmutableSandboxedEnvironment (HTML only)")
 
     if not args.no_summary:
-        heap = "warm" if args.warm_heap else "fresh"
-        other = "fresh" if args.warm_heap else "warm"
+        heap = "heap retained" if args.retain_heap else "default allocator"
+        other = "default allocator" if args.retain_heap else "heap retained, as the asset"
         flags = ["--template", name, "--products", str(args.products), "--core", str(core)]
         flags += ["--rounds", str(args.rounds), "--batch", str(args.batch), "--json"]
-        child_results = child(*flags, *([] if args.warm_heap else ["--warm-heap"]))
+        retain = load_pipeline_settings(ROOT / "config").rendering.retain_heap_mb
+        child_results = child(*flags, *([] if args.retain_heap else ["--retain-heap", str(retain)]))
         cold, warm = cache_latency(name, args.products)
         print()
         print_summary(
             [
-                rate_row(f"render, result dropped ({heap} heap)", min(results[SINGLE][0])),
-                rate_row(f"render_many, results kept ({heap} heap)", min(results[MANY][0])),
-                rate_row(f"render_many, results kept ({other} heap, child)", child_results[MANY]),
+                rate_row(f"render, result dropped ({heap})", min(results[SINGLE][0])),
+                rate_row(f"render_many, results kept ({heap})", min(results[MANY][0])),
+                rate_row(f"render_many, results kept ({other}; child)", child_results[MANY]),
                 ("first render, fresh process, empty cache: compile (s)", f"{cold:.3f}", "", ""),
                 (
                     "first render, fresh process, filled cache: load (s)",

@@ -8,6 +8,7 @@ same code at its own landing zone and warehouse.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -15,6 +16,7 @@ DBT_PROJECT_DIR = PROJECT_ROOT / "dbt_project"
 CONFIG_DIR_ENV = "PERSONALIZATION_CONFIG_DIR"
 LANDING_DIR_ENV = "PERSONALIZATION_LANDING_DIR"
 DUCKDB_PATH_ENV = "PERSONALIZATION_DUCKDB_PATH"
+DUCKDB_MEMORY_LIMIT_ENV = "PERSONALIZATION_DUCKDB_MEMORY_LIMIT"
 OUTPUT_DIR_ENV = "PERSONALIZATION_OUTPUT_DIR"
 MODELS_DIR_ENV = "PERSONALIZATION_MODELS_DIR"
 
@@ -37,6 +39,14 @@ def landing_dir() -> Path:
 def duckdb_path() -> Path:
     """The DuckDB warehouse file."""
     return _from_env(DUCKDB_PATH_ENV, PROJECT_ROOT / "data" / "warehouse.duckdb")
+
+
+def duckdb_memory_limit() -> str:
+    """DuckDB's memory limit for dbt and the Python assets (it spills to disk beyond it)."""
+    value = os.environ.get(DUCKDB_MEMORY_LIMIT_ENV, "").strip() or "4GB"
+    if not re.fullmatch(r"\d+(\.\d+)?\s*[KMGT]i?B", value, flags=re.IGNORECASE):
+        raise ValueError(f"{DUCKDB_MEMORY_LIMIT_ENV}={value!r}: expected a size such as 4GB")
+    return value
 
 
 def output_dir() -> Path:

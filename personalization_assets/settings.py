@@ -33,6 +33,13 @@ class IngestSettings(BaseModel):
     load_batch_mb: int = Field(256, ge=1)
 
 
+class RenderingSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    batch_size: int = Field(2000, ge=1)
+    retain_heap_mb: int = Field(256, ge=0)
+
+
 class MeasurementSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -48,6 +55,7 @@ class PipelineSettings(BaseModel):
     segments: SegmentSettings = SegmentSettings()
     freshness: FreshnessSettings = FreshnessSettings()
     ingest: IngestSettings = IngestSettings()
+    rendering: RenderingSettings = RenderingSettings()
     measurement: MeasurementSettings = MeasurementSettings()
 
 

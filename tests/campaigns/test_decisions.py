@@ -334,7 +334,7 @@ def test_a_rerun_renders_only_payloads_whose_inputs_changed(sample_shop, tmp_pat
         )
     )
 
-    def render(version):
+    def render(version, batch_size=2000):
         return payloads.render_payloads(
             con,
             renderer,
@@ -343,6 +343,7 @@ def test_a_rerun_renders_only_payloads_whose_inputs_changed(sample_shop, tmp_pat
             campaign_names={},
             output_dir=tmp_path / "output",
             template_version=version,
+            batch_size=batch_size,
         )
 
     first = render("v1")
@@ -361,7 +362,7 @@ def test_a_rerun_renders_only_payloads_whose_inputs_changed(sample_shop, tmp_pat
         "select idempotency_key, subject, html, text from campaigns.email_payloads order by 1"
     ).fetchall()
     assert any("Zoë" in row[3] for row in incremental)  # the text part keeps non-ASCII as is
-    render("v2")  # a full re-render gives the same payloads
+    render("v2", batch_size=7)  # a full re-render, 7 at a time, gives the same payloads
     full = con.execute(
         "select idempotency_key, subject, html, text from campaigns.email_payloads order by 1"
     ).fetchall()

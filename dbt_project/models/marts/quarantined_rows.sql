@@ -3,6 +3,8 @@
   the landing file and line/row number, and the raw content. Nothing rejected is dropped.
 -#}
 
+{{ config(post_hook="{{ dagster_rows_by('source', 'reason') }}") }}
+
 with events as (
 
     select

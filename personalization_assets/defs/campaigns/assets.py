@@ -25,6 +25,7 @@ from personalization_assets.defs.warehouse.resources import (
     WarehouseResource,
 )
 from personalization_assets.defs.warehouse.summary import table_exists
+from personalization_assets.heap import retain_freed_heap
 from personalization_assets.settings import load_pipeline_settings
 from personalization_assets.spark_session import engine_spark_session
 
@@ -257,12 +258,15 @@ def email_payloads(
         base_url=defaults.base_url,
         cache_dir=paths.template_cache_dir(),
     )
+    settings = load_pipeline_settings(project_config.path).rendering
+    heap_retained = retain_freed_heap(settings.retain_heap_mb)
     with engine_spark_session("personalization-payloads") as spark, warehouse.connect() as con:
         renderer = (
             SparkEmailRenderer(spark, renderer_config) if spark else EmailRenderer(renderer_config)
         )
         clock, send_date = _clock(con, config)
         versions = _model_versions(con)
+        con.execute("begin transaction")  # a failure keeps the previous payloads, not a part
         summary = payloads.render_payloads(
             con,
             renderer,
@@ -274,7 +278,9 @@ def email_payloads(
             template_version=_template_version(),
             clock=clock,
             schedules={c.id: c.schedule for c in campaigns.campaigns},
+            batch_size=settings.batch_size,
         )
+        con.execute("commit")
         mismatched = con.execute(
             """
             select count(*) from campaigns.campaign_decisions d
@@ -301,6 +307,8 @@ def email_payloads(
                 "\n".join(f"- `{p}`" for p in summary.jsonl_files) or "none"
             ),
             "model_versions": dg.MetadataValue.json(versions),
+            "render_batch_size": settings.batch_size,
+            "freed_heap_retained_mb": settings.retain_heap_mb if heap_retained else 0,
             "engine": "spark (mapInPandas)" if spark else "duckdb (in-process)",
             "dagster/row_count": summary.rendered + summary.reused + summary.failed,
         }

@@ -27,11 +27,14 @@ from personalization_assets.defs.privacy import pseudonym
 from personalization_assets.defs.warehouse.summary import table_exists
 
 SCHEMA = "campaigns"
+# html/text are stored with zstd: DuckDB's default string compression analysis made the
+# commit of 100k payloads (~1 GB of HTML) take a minute; zstd takes about a second.
 PAYLOADS_DDL = f"""
 create table if not exists {SCHEMA}.email_payloads (
     idempotency_key varchar primary key, send_date date, campaign_id varchar, customer_id varchar,
     variant varchar, rule varchar, template varchar, to_address varchar, subject varchar,
-    preheader varchar, html varchar, text varchar, headers varchar, model_versions varchar,
+    preheader varchar, html varchar using compression zstd,
+    text varchar using compression zstd, headers varchar, model_versions varchar,
     status varchar, error varchar, rendered_at timestamp, content_key varchar, send_at timestamp)
 """
 RECOMMENDATIONS = "models.product_recommendations"
@@ -75,7 +78,13 @@ def product_lists_sql(con: duckdb.DuckDBPyConnection, *, customer_key: str, prod
 
 
 def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[dict[str, Any]]:
-    """Every `send` decision of the date with what its template needs, as plain dicts.
+    """Every `send` decision of the date with what its template needs, as plain dicts."""
+    return con.sql(send_rows_sql(con), params=[send_date]).to_arrow_table().to_pylist()
+
+
+def send_rows_sql(con: duckdb.DuckDBPyConnection) -> str:
+    """The query behind `load_send_rows` (one parameter: the send date), ordered by campaign
+    and customer.
 
     Re-identification happens here: analytics rows (features, recommendations, lifecycle, send
     time) are joined by customer_key through the restricted `customer_keys`; contacts by id."""
@@ -100,9 +109,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         if table_exists(con, "models", "send_time_preferences")
         else "null"
     )
-    return (
-        con.sql(
-            f"""
+    return f"""
         select
             d.idempotency_key, d.campaign_id, d.customer_id, d.variant, d.rule, d.template,
             contacts.email, contacts.first_name,
@@ -125,12 +132,7 @@ def load_send_rows(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> list[d
         left join main.dim_customers customers on customers.customer_id = d.customer_id
         where d.send_date = ? and d.status = 'send'
         order by d.campaign_id, d.customer_id
-        """,
-            params=[send_date],
-        )
-        .to_arrow_table()
-        .to_pylist()
-    )
+        """
 
 
 def build_context(
@@ -189,6 +191,7 @@ def render_payloads(
     template_version: str = "",
     clock: dt.datetime | None = None,
     schedules: dict[str, ScheduleSpec | None] | None = None,
+    batch_size: int = 2000,
 ) -> PayloadSummary:
     """Render every `send` decision of the date; write the table and one JSONL per campaign.
 
@@ -198,14 +201,24 @@ def render_payloads(
     sensor run after a few new events re-renders only the affected recipients. The result is the
     same as rendering everything. `send_at` (UTC) comes from each campaign's `schedule`
     (recipient-local time, quiet hours, best hour) at `clock`; null = due now.
+
+    Payloads are rendered and inserted `batch_size` at a time. Call this inside a transaction
+    (the asset does) so that a failure leaves the previous payloads, not a partial set.
     """
     con.execute(f"create schema if not exists {SCHEMA}")
     con.execute(PAYLOADS_DDL)
     # Tables created before payloads were keyed by content.
     for column in ("content_key varchar", "send_at timestamp"):
         con.execute(f"alter table {SCHEMA}.email_payloads add column if not exists {column}")
-    rows = load_send_rows(con, send_date)
-    _schedule(rows, schedules or {}, clock)
+    # The send rows are staged in DuckDB and read back a batch at a time: Python holds one
+    # batch of rows, contexts and rendered emails, never the whole audience.
+    con.execute(
+        f"""create or replace temp table _send_rows as
+            select row_number() over (order by campaign_id, customer_id) as _n, *
+            from ({send_rows_sql(con)})""",
+        [send_date],
+    )
+    total = con.execute("select count(*) from _send_rows").fetchall()[0][0]
     versions = json.dumps(model_versions or {}, sort_keys=True)
     stored = dict(
         con.execute(
@@ -214,41 +227,53 @@ def render_payloads(
             [send_date],
         ).fetchall()
     )
-    by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
     summary = PayloadSummary()
-    kept: list[str] = []
-    for row in rows:
-        row["content_key"] = _content_key(row, versions, template_version)
-        key = (row["campaign_id"], row["variant"])
-        summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
-        if stored.get(row["idempotency_key"]) == row["content_key"]:
-            kept.append(row["idempotency_key"])
-        else:
-            by_template[row["template"]].append(row)
-    summary.reused = len(kept)
+    changed: set[str] = set()
+    campaigns: set[str] = set()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    records = []
-    for template, template_rows in sorted(by_template.items()):
-        contexts = [
-            build_context(r, base_url=base_url, campaign_names=campaign_names)
-            for r in template_rows
-        ]
-        for row, result in zip(
-            template_rows, renderer.render_many(template, contexts), strict=True
-        ):
-            records.append(_record(row, result, send_date, versions, now))
-            if isinstance(result, TemplateRenderError):
-                summary.failed += 1
-                summary.errors.setdefault(template, str(result))
-                key = (row["campaign_id"], row["variant"])
-                summary.per_campaign[key] -= 1
+    for start in range(0, total, batch_size):
+        rows = (
+            con.sql(
+                "select * exclude (_n) from _send_rows where _n > ? and _n <= ? order by _n",
+                params=[start, start + batch_size],
+            )
+            .to_arrow_table()
+            .to_pylist()
+        )
+        _schedule(rows, schedules or {}, clock)
+        by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for row in rows:
+            row["content_key"] = _content_key(row, versions, template_version)
+            key = (row["campaign_id"], row["variant"])
+            summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
+            campaigns.add(row["campaign_id"])
+            if stored.get(row["idempotency_key"]) == row["content_key"]:
+                summary.reused += 1
             else:
-                summary.rendered += 1
+                by_template[row["template"]].append(row)
+        records = []
+        for template, template_rows in sorted(by_template.items()):
+            contexts = [
+                build_context(r, base_url=base_url, campaign_names=campaign_names)
+                for r in template_rows
+            ]
+            results = renderer.render_many(template, contexts)
+            for row, result in zip(template_rows, results, strict=True):
+                records.append(_record(row, result, send_date, versions, now))
+                if isinstance(result, TemplateRenderError):
+                    summary.failed += 1
+                    summary.errors.setdefault(template, str(result))
+                    summary.per_campaign[(row["campaign_id"], row["variant"])] -= 1
+                else:
+                    summary.rendered += 1
+            del contexts, results
+        # Freed after the batch is stored; the next batch reuses the memory (see heap.py).
+        changed |= _replace_records(con, records)
+        del rows, records
+    changed |= _delete_withdrawn(con, send_date)
+    con.execute("drop table _send_rows")
     folder = output_dir / "payloads" / f"send_date={send_date}"
-    changed = _replace_rows(con, send_date, kept, records)
-    missing = {
-        r["campaign_id"] for r in rows if not (folder / f"{r['campaign_id']}.jsonl").exists()
-    }
+    missing = {c for c in campaigns if not (folder / f"{c}.jsonl").exists()}
     summary.jsonl_files = _write_jsonl(con, send_date, changed | missing, folder)
     return summary
 
@@ -271,34 +296,30 @@ def _content_key(row: dict[str, Any], versions: str, template_version: str) -> s
     return hashlib.sha256(inputs.encode()).hexdigest()[:32]
 
 
-def _replace_rows(
-    con: duckdb.DuckDBPyConnection,
-    send_date: dt.date,
-    kept: list[str],
-    records: list[dict[str, Any]],
-) -> set[str]:
-    """Swap in the new records, drop payloads of withdrawn decisions; the changed campaigns."""
-    con.register("_kept_keys", pa.table({"idempotency_key": pa.array(kept, pa.string())}))
-    changed = {
-        row[0]
-        for row in con.execute(
-            f"""select distinct campaign_id from {SCHEMA}.email_payloads
-                where send_date = ?
-                  and idempotency_key not in (select idempotency_key from _kept_keys)""",
-            [send_date],
-        ).fetchall()
-    } | {record["campaign_id"] for record in records}
+def _replace_records(con: duckdb.DuckDBPyConnection, records: list[dict[str, Any]]) -> set[str]:
+    """Store freshly rendered payloads in place of their previous versions; their campaigns."""
+    if not records:
+        return set()
+    con.register("_payload_records", pa.Table.from_pylist(records))
     con.execute(
         f"""delete from {SCHEMA}.email_payloads
-            where send_date = ?
-              and idempotency_key not in (select idempotency_key from _kept_keys)""",
-        [send_date],
+            where idempotency_key in (select idempotency_key from _payload_records)"""
     )
-    con.unregister("_kept_keys")
-    if records:
-        con.register("_payload_records", pa.Table.from_pylist(records))
-        con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
-        con.unregister("_payload_records")
+    con.execute(f"insert into {SCHEMA}.email_payloads by name select * from _payload_records")
+    con.unregister("_payload_records")
+    return {record["campaign_id"] for record in records}
+
+
+def _delete_withdrawn(con: duckdb.DuckDBPyConnection, send_date: dt.date) -> set[str]:
+    """Drop the date's payloads whose decision is no longer a send; their campaigns."""
+    withdrawn = f"""from {SCHEMA}.email_payloads
+                    where send_date = ?
+                      and idempotency_key not in (select idempotency_key from _send_rows)"""
+    changed = {
+        row[0]
+        for row in con.execute(f"select distinct campaign_id {withdrawn}", [send_date]).fetchall()
+    }
+    con.execute(f"delete {withdrawn}", [send_date])
     return changed
 
 
@@ -341,46 +362,32 @@ def _write_jsonl(
     campaigns whose payloads changed are rewritten."""
     folder.mkdir(parents=True, exist_ok=True)
     for campaign_id in sorted(campaigns):
-        (folder / f"{file_prefix}{campaign_id}.jsonl").unlink(missing_ok=True)
-        items = (
-            con.sql(
-                f"""select idempotency_key, to_address, subject, preheader, html, text, headers,
-                           campaign_id, variant, rule, model_versions
-                    from {table}
-                    where send_date = ? and campaign_id = ? and status = 'rendered'
-                    order by customer_id, idempotency_key""",
-                params=[send_date, campaign_id],
-            )
-            .to_arrow_table()
-            .to_pylist()
-        )
-        if not items:
-            continue
         path = folder / f"{file_prefix}{campaign_id}.jsonl"
+        path.unlink(missing_ok=True)
         tmp = path.with_suffix(".jsonl.tmp")
-        with tmp.open("w", encoding="utf-8") as handle:
-            for item in items:
-                handle.write(
-                    json.dumps(
-                        {
-                            "idempotency_key": item["idempotency_key"],
-                            "to": item["to_address"],
-                            "subject": item["subject"],
-                            "preheader": item["preheader"],
-                            "html": item["html"],
-                            "text": item["text"],
-                            "headers": json.loads(item["headers"]),
-                            "campaign": item["campaign_id"],
-                            "variant": item["variant"],
-                            "rule": item["rule"],
-                            "model_versions": json.loads(item["model_versions"]),
-                        },
-                        ensure_ascii=False,
-                    )
-                    + "\n"
-                )
-        tmp.replace(path)
+        # DuckDB writes the lines itself (streaming, no Python objects per payload): memory
+        # stays flat however large the campaign.
+        con.execute(
+            f"""copy (
+                    select idempotency_key, to_address as "to", subject, preheader, html, text,
+                           headers::json as headers, campaign_id as campaign, variant, rule,
+                           model_versions::json as model_versions
+                    from {table}
+                    where send_date = {_literal(send_date)} and campaign_id = {_literal(campaign_id)}
+                      and status = 'rendered'
+                    order by customer_id, idempotency_key
+                ) to {_literal(tmp)} (format json)"""
+        )
+        if tmp.stat().st_size:
+            tmp.replace(path)
+        else:
+            tmp.unlink()
     return sorted(folder.glob(f"{file_prefix}*.jsonl"))
+
+
+def _literal(value: object) -> str:
+    """A SQL string literal (COPY takes no parameters)."""
+    return "'" + str(value).replace("'", "''") + "'"
 
 
 def write_journey_jsonl(

@@ -65,7 +65,8 @@ JOURNEY_PAYLOADS_DDL = f"""
 create table if not exists {JOURNEY_PAYLOADS} (
     idempotency_key varchar primary key, send_date date, campaign_id varchar, customer_id varchar,
     variant varchar, rule varchar, template varchar, to_address varchar, subject varchar,
-    preheader varchar, html varchar, text varchar, headers varchar, model_versions varchar,
+    preheader varchar, html varchar using compression zstd,
+    text varchar using compression zstd, headers varchar, model_versions varchar,
     status varchar, error varchar, rendered_at timestamp, journey_id varchar, step_id varchar,
     send_at timestamp)
 """

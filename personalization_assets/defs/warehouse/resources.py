@@ -43,6 +43,7 @@ class WarehouseResource(dg.ConfigurableResource):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         con = self._connect_waiting_for_lock(read_only)
         con.execute("set TimeZone = 'UTC'")
+        con.execute(f"set memory_limit = '{paths.duckdb_memory_limit()}'")
         pseudonym.configure_duckdb(con)
         try:
             yield con
