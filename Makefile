@@ -91,5 +91,5 @@ api: setup ## send-time personalization API on http://127.0.0.1:8002 (reads the 
 erase: setup ## erase customers everywhere: make erase IDS="c0000001 c0000002"
 	$(PY) -m personalization_assets.cli erase $(foreach id,$(IDS),--customer-id $(id))
 
-bench: setup ## scale benchmark: generate, full graph, +1% incremental; SCALE=10k|100k|1m → bench/results.md
-	$(PY) bench/scale_bench.py --scale $(or $(SCALE),10k) $(BENCH_ARGS)
+bench: setup ## scale benchmark: generate, full graph, +1% incremental; SCALE=10k|100k|1m ENGINE=duckdb|spark → bench/results.md
+	$(PY) bench/scale_bench.py --scale $(or $(SCALE),10k) --engine $(ENGINE) $(BENCH_ARGS)

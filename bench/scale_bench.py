@@ -1,15 +1,22 @@
 """Scale benchmark: generate a shop, run the whole graph, then refresh 1% new events.
 
-    .venv/bin/python bench/scale_bench.py --scale 10k|100k|1m [--skip-generate] [--days N]
+    .venv/bin/python bench/scale_bench.py --scale 10k|100k|1m [--engine duckdb|spark]
+        [--skip-generate] [--days N]
 
-Everything lives under bench/out/scale-<scale>/ (landing zone, warehouse, outputs, models and a
-persistent DAGSTER_HOME), never data/. Each phase runs in a child process whose peak RSS is
-measured (the process tree sampled from /proc, and wait4's max RSS): generation, the
-`full_pipeline` job over every landing day with full refresh (what `personalization demo` and the
-nightly schedule run), then the `event_refresh` job over one new landing day holding 1% new events
-(what the landing sensor requests). Step wall times come from the run's event log, rows from
-`dagster/row_count` metadata. Prints a markdown table with the issue's targets beside each figure
-and appends it to bench/results.md.
+Everything lives under bench/out/scale-<scale>/ (`scale-<scale>-spark/` for the Spark engine:
+landing zone, warehouse, outputs, models, a persistent DAGSTER_HOME and the Spark tables),
+never data/. `--engine spark` (`make bench ENGINE=spark`) runs the same jobs with
+PERSONALIZATION_ENGINE=spark: dbt on Spark, propensity models on `xgboost.spark`, rendering
+through mapInPandas. It starts its own standalone cluster for the run (a master and 2 workers
+of 1 core each on 127.0.0.1, free ports, under the output folder) and stops it at the end, or
+uses `--spark-master URL`. Peak RSS then includes the cluster's JVMs.
+
+Each phase runs in a child process whose peak RSS is measured (the process tree sampled from /proc,
+and wait4's max RSS): generation, the `full_pipeline` job over every landing day with full refresh
+(what `personalization demo` and the nightly schedule run), then the `event_refresh` job over one
+new landing day holding 1% new events (what the landing sensor requests). Step wall times come from
+the run's event log, rows from `dagster/row_count` metadata. Prints a markdown table with the
+issue's targets beside each figure and appends it to bench/results.md.
 
 The generator writes about 0.29 events per customer per day (+0.7), so the event volume is set
 with the number of days: 52 days is about the shortest history that still gives the purchase
@@ -43,6 +50,10 @@ from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from personalization_assets import engine as engines  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results.md"
 SCALES = {
     "10k": {"customers": 10_000, "products": 1_000},
@@ -115,8 +126,8 @@ def _rss(pid: int) -> int:
     return 0
 
 
-def _tree_rss(pid: int) -> int:
-    total, stack = 0, [pid]
+def _tree_rss(pid: int, *others: int) -> int:
+    total, stack = 0, [pid, *others]
     while stack:
         current = stack.pop()
         total += _rss(current)
@@ -136,8 +147,10 @@ def run_measured(
     log: Path,
     time_limit: float | None = None,
     rss_limit: int | None = None,
+    also_sample: tuple[int, ...] = (),
 ) -> Phase:
-    """Run `cmd`, sampling the summed RSS of its process tree every 0.25 s.
+    """Run `cmd`, sampling the summed RSS of its process tree (and of the `also_sample` pids'
+    trees: the Spark cluster) every 0.25 s.
 
     Past `time_limit` seconds, or above `rss_limit` bytes (the machine is shared), the child's
     process group (its own session) is terminated and the phase is marked cut off, not failed.
@@ -159,7 +172,7 @@ def run_measured(
         def sample() -> None:
             nonlocal cut_at
             while not stop.is_set():
-                rss = _tree_rss(proc.pid)
+                rss = _tree_rss(proc.pid, *also_sample)
                 phase.rss_samples.append((time.time(), rss))
                 phase.peak_tree_rss = max(phase.peak_tree_rss, rss)
                 elapsed = time.perf_counter() - started
@@ -398,7 +411,7 @@ def append_new_events(landing: Path, share: float, seed: int = 7) -> tuple[dt.da
 # Report
 
 
-def machine_details() -> dict[str, str]:
+def machine_details(engine: str = "duckdb") -> dict[str, str]:
     cpu = "unknown"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -414,7 +427,8 @@ def machine_details() -> dict[str, str]:
             versions.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
             continue
-    for dist in ("implicit", "jinja2", "pandas", "numpy"):
+    extra = ("pyspark", "dbt-spark") if engine == "spark" else ()
+    for dist in ("implicit", "jinja2", "pandas", "numpy", *extra):
         try:
             versions.append(f"{dist} {metadata.version(dist)}")
         except metadata.PackageNotFoundError:
@@ -445,18 +459,20 @@ def render_report(
     incr: Phase | None,
     counts: dict,
     new_events: int,
+    engine: str = "duckdb",
+    spark_note: str = "",
 ) -> str:
     f_run, i_run = full.run, (incr.run if incr else {"steps": {}, "rows": {}})
-    machine = machine_details()
+    machine = machine_details(engine)
     lines = [
-        f"## scale {scale}: {counts.get('customers_rows', 0):,} customer rows, "
+        f"## scale {scale}, engine {engine}: {counts.get('customers_rows', 0):,} customer rows, "
         f"{counts.get('products_rows', 0):,} product rows, {counts.get('event_lines', 0):,} "
         f"event lines over {days} days ({dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC)",
         "",
         f"Machine: {machine['cpu']}, {machine['cores']} cores, {machine['ram']} RAM, "
         f"{machine['os']}, Python {machine['python']}; {machine['versions']}. "
         "Shared with other work: load average (1 min) before → after each phase below.",
-        "",
+        *([f"Engine: {spark_note}", ""] if spark_note else [""]),
         "| step | full s | incremental s | rows (full) | rows (incremental) "
         "| peak RSS GiB (full / incr.) |",
         "|---|---:|---:|---:|---:|---:|",
@@ -513,7 +529,8 @@ def render_report(
             f"≤ {TARGET_RSS_GIB:.0f} GiB | {_ok(incr.peak_rss <= TARGET_RSS_GIB * GIB)} |",
         ]
     lines += [
-        f"| rendering: {rendered:,} payloads in the `email_payloads` step (one process, whole "
+        f"| rendering: {rendered:,} payloads in the `email_payloads` step ("
+        f"{'mapInPandas on 2 executors' if engine == 'spark' else 'one process'}, whole "
         f"step incl. SQL and writes) | {per_core:,.0f} /s/core | ≥ {TARGET_RENDER_PER_CORE:,} "
         f"/s/core | {_ok(per_core >= TARGET_RENDER_PER_CORE)} |",
         "",
@@ -549,8 +566,10 @@ def _rows(values: list[int], n_assets: int) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-def _env(out: Path) -> dict[str, str]:
+def _env(out: Path, engine: str = "duckdb") -> dict[str, str]:
     return {
+        engines.ENGINE_ENV: engine,
+        engines.SPARK_DIR_ENV: str(out / "spark"),
         **os.environ,
         "DAGSTER_HOME": str(out / "dagster_home"),
         "PERSONALIZATION_LANDING_DIR": str(out / "landing"),
@@ -588,6 +607,7 @@ def _run_job(
     exclude: list[str],
     time_limit: float | None,
     rss_limit: int | None,
+    also_sample: tuple[int, ...] = (),
 ) -> Phase:
     result = out / f"{job}.json"
     cmd = [
@@ -603,7 +623,7 @@ def _run_job(
         str(result),
         *[f"--exclude={key}" for key in exclude],
     ]
-    phase = run_measured(job, cmd, env, out / f"{job}.log", time_limit, rss_limit)
+    phase = run_measured(job, cmd, env, out / f"{job}.log", time_limit, rss_limit, also_sample)
     if phase.cut_off:
         phase.run = read_run(out / "dagster_home", None)
         return phase
@@ -614,10 +634,54 @@ def _run_job(
     return phase
 
 
+@contextlib.contextmanager
+def spark_cluster(engine: str, master: str | None, root: Path):
+    """(master URL, pids whose RSS counts, a note for the report) for the engine's run; for
+    `spark` without a `master`, a standalone master + 2 workers (1 core, 2 GiB each) started here and stopped
+    (SIGTERM, then SIGKILL) when the block ends."""
+    if engine != "spark":
+        yield "", (), ""
+        return
+    if master:
+        yield master, (), f"{master} (a running cluster; its memory is not counted)"
+        return
+    from socket import socket
+
+    def free_port() -> int:
+        with socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return sock.getsockname()[1]
+
+    cluster = engines.SparkCluster(
+        root=root, master_port=free_port(), master_ui_port=free_port(), workers=2
+    )
+    try:
+        cluster.up()
+        pids = tuple(pid for pid in cluster.status().values() if pid)
+        yield (
+            cluster.master_url,
+            pids,
+            (
+                f"{cluster.master_url} standalone, master + 2 workers (1 core, 2 GiB each) on this "
+                "machine, started for the run; dbt-spark session method (a JVM driver per dbt "
+                "invocation), xgboost.spark with 2 workers, rendering through mapInPandas"
+            ),
+        )
+    finally:
+        cluster.down()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", choices=sorted(SCALES), default="10k")
     parser.add_argument("--days", type=int, default=DEFAULT_DAYS, help="days of history")
+    parser.add_argument(
+        "--engine",
+        choices=engines.ENGINES,
+        default=engines.engine(),
+        help="duckdb (default: PERSONALIZATION_ENGINE) or spark (a cluster is started for it)",
+    )
+    parser.add_argument("--spark-master", help="use this running master instead of starting one")
     parser.add_argument("--skip-generate", action="store_true", help="reuse the landing zone")
     parser.add_argument("--skip-incremental", action="store_true")
     parser.add_argument(
@@ -648,8 +712,9 @@ def main(argv: list[str] | None = None) -> int:
         child_run_job(args)
         return 0
 
-    out = ROOT / "bench" / "out" / f"scale-{args.scale}"
-    env = _env(out)
+    suffix = "" if args.engine == "duckdb" else f"-{args.engine}"
+    out = ROOT / "bench" / "out" / f"scale-{args.scale}{suffix}"
+    env = _env(out, args.engine)
     landing = out / "landing"
     gen = None
     if not args.skip_generate:
@@ -677,17 +742,28 @@ def main(argv: list[str] | None = None) -> int:
 
     limits = (args.time_limit, int(args.rss_limit_gib * GIB))
     first, last = landing_day_range(landing)
-    print(f"full_pipeline over {first}..{last} ...", flush=True)
-    full = _run_job("full_pipeline", first, last, out, env, args.exclude, *limits)
-    print(f"  {full.wall_s:.1f} s, peak RSS {full.peak_rss / GIB:.2f} GiB", flush=True)
-    incr, new_events = None, 0
-    if not args.skip_incremental and not full.cut_off:
-        day, new_events = append_new_events(landing, NEW_EVENT_SHARE)
-        print(f"event_refresh over {day} ({new_events:,} new events) ...", flush=True)
-        incr = _run_job("event_refresh", day, day, out, env, args.exclude, *limits)
-        print(f"  {incr.wall_s:.1f} s, peak RSS {incr.peak_rss / GIB:.2f} GiB", flush=True)
+    with spark_cluster(args.engine, args.spark_master, out / "spark") as (
+        master,
+        cluster_pids,
+        note,
+    ):
+        if master:
+            env[engines.SPARK_MASTER_ENV] = master
+        print(f"full_pipeline over {first}..{last} on {args.engine} ...", flush=True)
+        full = _run_job("full_pipeline", first, last, out, env, args.exclude, *limits, cluster_pids)
+        print(f"  {full.wall_s:.1f} s, peak RSS {full.peak_rss / GIB:.2f} GiB", flush=True)
+        incr, new_events = None, 0
+        if not args.skip_incremental and not full.cut_off:
+            day, new_events = append_new_events(landing, NEW_EVENT_SHARE)
+            print(f"event_refresh over {day} ({new_events:,} new events) ...", flush=True)
+            incr = _run_job(
+                "event_refresh", day, day, out, env, args.exclude, *limits, cluster_pids
+            )
+            print(f"  {incr.wall_s:.1f} s, peak RSS {incr.peak_rss / GIB:.2f} GiB", flush=True)
 
-    report = render_report(args.scale, args.days, gen, full, incr, counts, new_events)
+    report = render_report(
+        args.scale, args.days, gen, full, incr, counts, new_events, args.engine, note
+    )
     if args.exclude:
         report += f"\nLeft out of both runs: {', '.join(args.exclude)}.\n"
     print(report)

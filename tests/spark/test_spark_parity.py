@@ -59,30 +59,6 @@ PARITY_TABLES = {
 ABS_TOLERANCE = {"monetary_avg": 0.01}
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def spark_cluster(tmp_path_factory):
-    """A standalone master + 2 workers on 127.0.0.1, stopped (and checked stopped) at the end."""
-    cluster = engine.SparkCluster(
-        root=tmp_path_factory.mktemp("spark"),
-        master_port=_free_port(),
-        master_ui_port=_free_port(),
-        workers=2,
-        worker_memory="1g",
-    )
-    try:
-        cluster.up()
-        yield cluster
-    finally:
-        cluster.down()
-    assert all(pid is None for pid in cluster.status().values())
-
-
 @dataclass
 class SparkBuild:
     success: bool

@@ -14,6 +14,7 @@ from personalization_assets.defs.campaigns.config import (
     validate_campaigns,
 )
 from personalization_assets.defs.campaigns.rendering import EmailRenderer, RendererConfig
+from personalization_assets.defs.campaigns.spark_render import SparkEmailRenderer
 from personalization_assets.defs.privacy.config import load_privacy_config
 from personalization_assets.defs.privacy.masking import Contact, mask_contact
 from personalization_assets.defs.segments.config import load_segment_files, manifest_feature_schema
@@ -26,6 +27,7 @@ from personalization_assets.defs.warehouse.resources import (
 from personalization_assets.defs.warehouse.summary import table_exists
 from personalization_assets.heap import retain_freed_heap
 from personalization_assets.settings import load_pipeline_settings
+from personalization_assets.spark_session import engine_spark_session
 
 GROUP = "campaigns"
 OWNERS = ["team:crm-marketing"]
@@ -250,17 +252,18 @@ def email_payloads(
     """
     campaigns = load_campaigns_config(project_config.path / "campaigns.yaml")
     defaults = campaigns.defaults
-    renderer = EmailRenderer(
-        RendererConfig(
-            templates_dir=TEMPLATES_DIR,
-            brand=defaults.brand,
-            base_url=defaults.base_url,
-            cache_dir=paths.template_cache_dir(),
-        )
+    renderer_config = RendererConfig(
+        templates_dir=TEMPLATES_DIR,
+        brand=defaults.brand,
+        base_url=defaults.base_url,
+        cache_dir=paths.template_cache_dir(),
     )
     settings = load_pipeline_settings(project_config.path).rendering
     heap_retained = retain_freed_heap(settings.retain_heap_mb)
-    with warehouse.connect() as con:
+    with engine_spark_session("personalization-payloads") as spark, warehouse.connect() as con:
+        renderer = (
+            SparkEmailRenderer(spark, renderer_config) if spark else EmailRenderer(renderer_config)
+        )
         clock, send_date = _clock(con, config)
         versions = _model_versions(con)
         summary = payloads.render_payloads(
@@ -304,6 +307,7 @@ def email_payloads(
             "model_versions": dg.MetadataValue.json(versions),
             "render_batch_size": settings.batch_size,
             "freed_heap_retained_mb": settings.retain_heap_mb if heap_retained else 0,
+            "engine": "spark (mapInPandas)" if spark else "duckdb (in-process)",
             "dagster/row_count": summary.rendered + summary.reused + summary.failed,
         }
     )

@@ -6,11 +6,12 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 
-from personalization_assets import paths
+from personalization_assets import engine, paths
 from personalization_assets.defs.models import (
     propensity,
     recommendation_runs,
     recommendations,
+    spark_propensity,
     training,
 )
 from personalization_assets.defs.models.settings import load_model_settings
@@ -20,6 +21,7 @@ from personalization_assets.defs.warehouse.resources import (
     ProjectConfigResource,
     WarehouseResource,
 )
+from personalization_assets.spark_session import engine_spark_session
 
 GROUP = "models"
 OWNERS = ["team:data-science"]
@@ -95,6 +97,9 @@ def _propensity_asset(model_name: str, description: str):
                 as_of_column="as_of",
                 baseline_column="baseline",
                 params=settings.params,
+                fit=spark_propensity.spark_fit(f"personalization-{model_name}-model")
+                if engine.engine() == "spark"
+                else None,
             )
         except propensity.InsufficientTrainingData as error:
             context.log.warning(f"{model_name}: not trained, previous model kept: {error}")
@@ -132,6 +137,7 @@ def _propensity_asset(model_name: str, description: str):
         yield dg.MaterializeResult(
             metadata={
                 "trained": True,
+                "engine": result.extra.get("engine", "duckdb"),
                 "model_version": result.model_version,
                 "promoted": promoted,
                 "decision": decision,
@@ -196,8 +202,8 @@ def propensity_scores(
     """
     settings = load_model_settings(project_config.path).propensity
     scored_at = _now()
-    metadata: dict = {}
-    with warehouse.connect() as con:
+    metadata: dict = {"engine": engine.engine()}
+    with engine_spark_session("personalization-scores") as spark, warehouse.connect() as con:
         frame = training.scoring_frame(con, settings.features)
         for model_name in ("churn", "purchase"):
             current = training.current_model(con, model_name)
@@ -208,7 +214,12 @@ def propensity_scores(
             version, path, _ = current
             model = propensity.load_model(path)
             population = frame[frame["orders_all_time"] > 0] if model_name == "churn" else frame
-            scores = population[["customer_key"]].assign(score=propensity.score(model, population))
+            scored = (
+                spark_propensity.score_on_spark(spark, model, population)
+                if spark
+                else propensity.score(model, population)
+            )
+            scores = population[["customer_key"]].assign(score=scored)
             n = training.write_scores(con, model_name, version, scores, scored_at)
             metadata[f"{model_name}_version"] = version
             metadata[f"{model_name}_scored"] = n

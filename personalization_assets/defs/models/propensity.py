@@ -51,7 +51,14 @@ from pandas.util import hash_pandas_object
 from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # imported lazily: xgboost + scikit-learn add ~2 s to every process start
+    from collections.abc import Callable
+
     import xgboost as xgb
+
+    # (split, feature columns, train labels, valid labels, params) -> early-stopped booster
+    BoosterFit = Callable[
+        ["TimeSplit", list[str], np.ndarray, np.ndarray, "PropensityParams"], xgb.Booster
+    ]
 
 __all__ = [
     "ARTIFACT_FORMAT_VERSION",
@@ -62,6 +69,7 @@ __all__ = [
     "TimeSplit",
     "calibration_table",
     "classification_metrics",
+    "fit_local",
     "historical_rate_baseline",
     "load_model",
     "model_version",
@@ -445,14 +453,17 @@ def train_propensity(
     as_of_column: str,
     baseline_column: str,
     params: PropensityParams | None = None,
+    fit: BoosterFit | None = None,
 ) -> PropensityResult:
     """Train an XGBoost (``hist``) propensity model with a time split and early stopping.
+
+    ``fit`` trains the booster on the train fold with early stopping on the valid fold
+    (default: ``xgboost.train`` in this process; ``spark_propensity.spark_fit`` trains
+    with ``xgboost.spark`` instead); splitting, metrics and the version are shared.
 
     Raises :class:`InsufficientTrainingData` when the data cannot support a
     meaningful model (see :func:`time_split`).
     """
-    import xgboost as xgb
-
     params = params or PropensityParams()
     feature_columns = list(feature_columns)
     if not feature_columns:
@@ -467,23 +478,8 @@ def train_propensity(
     y_test = _labels(split.test, label_column)
     baseline_test = _baseline_scores(split.test, baseline_column)
 
-    dtrain = _dmatrix(split.train, feature_columns, y_train)
-    dvalid = _dmatrix(split.valid, feature_columns, y_valid)
-    early_stopping = xgb.callback.EarlyStopping(
-        rounds=params.early_stopping_rounds,
-        metric_name="logloss",
-        data_name="valid",
-        maximize=False,
-        save_best=True,  # the returned booster holds only rounds up to best_iteration
-    )
-    booster = xgb.train(
-        params.xgb_params(),
-        dtrain,
-        num_boost_round=params.n_estimators,
-        evals=[(dvalid, "valid")],
-        callbacks=[early_stopping],
-        verbose_eval=False,
-    )
+    fit = fit or fit_local
+    booster = fit(split, feature_columns, y_train, y_valid, params)
     best_iteration = int(booster.best_iteration)
 
     test_prob = score(booster, split.test, feature_columns)
@@ -492,7 +488,8 @@ def train_propensity(
     importance = dict(sorted(importance.items(), key=lambda kv: (-kv[1], kv[0])))
 
     used = [*feature_columns, label_column, as_of_column, baseline_column]
-    version = model_version(frame[used], params, feature_columns)
+    engine = getattr(fit, "engine", "local")
+    version = model_version(frame[used], params, feature_columns, engine=engine)
     return PropensityResult(
         booster=booster,
         feature_columns=feature_columns,
@@ -516,6 +513,34 @@ def train_propensity(
         valid_as_of=split.valid_as_of,
         test_as_of=split.test_as_of,
         model_version=version,
+        extra={} if engine == "local" else {"engine": engine},
+    )
+
+
+def fit_local(
+    split: TimeSplit,
+    feature_columns: list[str],
+    y_train: np.ndarray,
+    y_valid: np.ndarray,
+    params: PropensityParams,
+) -> xgb.Booster:
+    """``xgboost.train`` on the train fold, early-stopped on the valid fold (``save_best``)."""
+    import xgboost as xgb
+
+    early_stopping = xgb.callback.EarlyStopping(
+        rounds=params.early_stopping_rounds,
+        metric_name="logloss",
+        data_name="valid",
+        maximize=False,
+        save_best=True,  # the returned booster holds only rounds up to best_iteration
+    )
+    return xgb.train(
+        params.xgb_params(),
+        _dmatrix(split.train, feature_columns, y_train),
+        num_boost_round=params.n_estimators,
+        evals=[(_dmatrix(split.valid, feature_columns, y_valid), "valid")],
+        callbacks=[early_stopping],
+        verbose_eval=False,
     )
 
 
@@ -574,14 +599,19 @@ def score(
 
 
 def model_version(
-    frame: pd.DataFrame, params: PropensityParams, feature_columns: Sequence[str]
+    frame: pd.DataFrame,
+    params: PropensityParams,
+    feature_columns: Sequence[str],
+    *,
+    engine: str = "local",
 ) -> str:
     """Short (12 hex) stable hash of the training data plus versioned params.
 
     Hashes every column of ``frame`` (feature columns first, in the given order, then
     the others by name) with ``pandas.util.hash_pandas_object``; the per-row hashes are
     sorted so row order does not matter, but duplicates and any value change do.
-    ``nthread`` is excluded; the artifact format version is included.
+    ``nthread`` is excluded; the artifact format version is included, and the training
+    ``engine`` when it is not the local one (a Spark-trained booster is another model).
     """
     feature_columns = list(feature_columns)
     others = sorted(c for c in frame.columns if c not in set(feature_columns))
@@ -594,6 +624,8 @@ def model_version(
         "params": params.versioned_fields(),
         "rows": len(frame),
     }
+    if engine != "local":
+        header["engine"] = engine
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     if len(frame):
         row_hashes = hash_pandas_object(frame[columns], index=False).to_numpy()
