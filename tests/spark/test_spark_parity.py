@@ -49,6 +49,8 @@ PARITY_TABLES = {
     "customer_features": ("as_of", "customer_key"),
     "customer_feature_snapshots": ("as_of", "customer_key"),
     "training_labels": ("as_of", "customer_key"),
+    # A view on DuckDB, a table on Spark: the measurement assets read it back into DuckDB.
+    "stg_experiments__assignments": ("source_file", "row_no"),
 }
 
 

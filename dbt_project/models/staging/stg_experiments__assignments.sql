@@ -3,6 +3,10 @@
     events' `variant`. The first valid row of a (campaign, customer) wins; later ones are
     `duplicate_assignment`. -#}
 
+{#- The measurement assets read this model from DuckDB. On Spark only tables are read back into
+    DuckDB (engine.import_spark_tables), so there it is built as a table. -#}
+{{ config(materialized='table' if target.type == 'spark' else 'view') }}
+
 with source as (
 
     select * from {{ source('experiments', 'assignments') }}
