@@ -38,6 +38,7 @@ create table if not exists {SCHEMA}.email_payloads (
     status varchar, error varchar, rendered_at timestamp, content_key varchar, send_at timestamp)
 """
 RECOMMENDATIONS = "models.product_recommendations"
+JSONL_BATCH_ROWS = 5_000
 
 
 @dataclass
@@ -376,29 +377,48 @@ def _write_jsonl(
         path = folder / f"{file_prefix}{campaign_id}.jsonl"
         path.unlink(missing_ok=True)
         tmp = path.with_suffix(".jsonl.tmp")
-        # DuckDB writes the lines itself (streaming, no Python objects per payload): memory
-        # stays flat however large the campaign.
-        con.execute(
-            f"""copy (
-                    select idempotency_key, to_address as "to", subject, preheader, html, text,
-                           headers::json as headers, campaign_id as campaign, variant, rule,
-                           model_versions::json as model_versions
-                    from {table}
-                    where send_date = {_literal(send_date)} and campaign_id = {_literal(campaign_id)}
-                      and status = 'rendered'
-                    order by customer_id, idempotency_key
-                ) to {_literal(tmp)} (format json)"""
-        )
-        if tmp.stat().st_size:
+        # Streamed in Arrow batches: memory stays flat however large the campaign (DuckDB's
+        # own `COPY ... (format json)` needed a 2 GiB buffer for 730k payloads).
+        reader = con.sql(
+            f"""select idempotency_key, to_address, subject, preheader, html, text, headers,
+                       campaign_id, variant, rule, model_versions
+                from {table}
+                where send_date = ? and campaign_id = ? and status = 'rendered'
+                order by customer_id, idempotency_key""",
+            params=[send_date, campaign_id],
+        ).to_arrow_reader(JSONL_BATCH_ROWS)
+        written = 0
+        with tmp.open("w", encoding="utf-8") as handle:
+            for batch in reader:
+                handle.writelines(_jsonl_line(item) for item in batch.to_pylist())
+                written += batch.num_rows
+        if written:
             tmp.replace(path)
         else:
             tmp.unlink()
     return sorted(folder.glob(f"{file_prefix}*.jsonl"))
 
 
-def _literal(value: object) -> str:
-    """A SQL string literal (COPY takes no parameters)."""
-    return "'" + str(value).replace("'", "''") + "'"
+def _jsonl_line(item: dict[str, Any]) -> str:
+    return (
+        json.dumps(
+            {
+                "idempotency_key": item["idempotency_key"],
+                "to": item["to_address"],
+                "subject": item["subject"],
+                "preheader": item["preheader"],
+                "html": item["html"],
+                "text": item["text"],
+                "headers": json.loads(item["headers"]),
+                "campaign": item["campaign_id"],
+                "variant": item["variant"],
+                "rule": item["rule"],
+                "model_versions": json.loads(item["model_versions"]),
+            },
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
 
 
 def write_journey_jsonl(
