@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 ROW = "_row"
 VALID = "_is_valid"
 LABEL = "_label"
+FEATURES = "_features"
 
 
 def spark_fit(
@@ -61,15 +62,25 @@ def spark_fit(
             ignore_index=True,
         )
         estimator = SparkXGBClassifier(
-            features_col=list(feature_columns),
+            features_col=FEATURES,
             label_col=LABEL,
             validation_indicator_col=VALID,
             num_workers=num_workers,
             **estimator_params(params),
         )
         with spark_session(app_name, master=master) as spark:
-            model = estimator.fit(spark.createDataFrame(rows).repartition(num_workers))
-            return best_iteration_booster(model.get_booster())
+            from pyspark.sql import functions as F
+
+            # One array column, not `features_col=[columns]`: with a column list xgboost 3's
+            # Spark data loader raises KeyError('values') on an Arrow batch of a partition that
+            # holds no validation rows (any batch past the first 10,000 rows of a partition).
+            frame = spark.createDataFrame(rows).repartition(num_workers)
+            frame = frame.select(
+                F.array(*[F.col(c) for c in feature_columns]).alias(FEATURES), LABEL, VALID
+            )
+            booster = best_iteration_booster(estimator.fit(frame).get_booster())
+            booster.feature_names = list(feature_columns)
+            return booster
 
     fit.engine = "spark"  # type: ignore[attr-defined]  # recorded in the version and sidecar
     return fit
