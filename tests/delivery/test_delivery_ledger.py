@@ -246,7 +246,7 @@ def test_a_dry_run_sends_nothing_and_a_real_sender_sends_afterwards(con, sink):
     keys = add_payloads(con, ["a@example.com", "b@example.com"])
     dry = DryRunSender()
     deliver(con, dry, delivery_config(), run_id="dry", mode="dry_run", clock=StepClock())
-    assert [e.idempotency_key for e in dry.sent] == keys
+    assert dry.sent_keys == keys
     assert {r[0] for r in ledger_rows(con).values()} == {"dry_run"} and sink.messages() == []
     _deliver(con, sink)
     assert sorted(delivered_keys(sink.handler.directory)) == sorted(keys)

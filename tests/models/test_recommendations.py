@@ -8,6 +8,8 @@ the same users' vectors after a full refit on the same data (observed min ~0.98)
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -360,3 +362,22 @@ def test_matrix_type(data):
     assert isinstance(data["matrix"], InteractionMatrix)
     with pytest.raises(ValueError, match="items"):
         update_users(data["model"], sp.csr_matrix((3, 5), dtype=np.float32), [0])
+
+
+def test_a_matrix_customer_without_factors_gets_fallbacks_without_their_purchases(data):
+    """A row in the matrix whose factors were never trained takes the cold-start path, and the
+    popular items it bought are still left out (read straight from the purchase CSR)."""
+    matrix, model, catalog = data["matrix"], data["model"], data["catalog"]
+    popular = matrix.item_ids[np.argsort(-matrix.item_popularity, kind="stable")]
+    in_stock = [p for p in popular if p not in out_of_stock_items(catalog)]
+    buyer, other = matrix.user_ids[3], matrix.user_ids[4]
+    pairs = {(buyer, in_stock[0]), (buyer, in_stock[2])}
+    untrained = copy.deepcopy(model)
+    untrained.user_factors[matrix.user_rows([buyer, other])] = 0.0
+    recs = recommend_top_n(
+        untrained, matrix, n=5, purchased=pairs, customers=[buyer, other], catalog=catalog
+    )
+    by_customer = {c: list(g["product_id"]) for c, g in recs.groupby("customer_key")}
+    assert set(recs["source"]) == {"popular"}
+    assert by_customer[buyer] == [in_stock[1], *in_stock[3:7]]
+    assert by_customer[other] == in_stock[:5]

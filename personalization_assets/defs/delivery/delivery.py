@@ -23,7 +23,8 @@ from personalization_assets.defs.delivery import ledger
 from personalization_assets.defs.delivery.config import DeliveryConfig
 from personalization_assets.defs.delivery.senders import OutgoingEmail, Sender, SendOutcome
 
-WINDOW = 500  # due messages read (with content) per query; claimed sender.max_batch at a time
+DUE_CHUNK = 20_000  # due rows listed per ledger query (without content)
+WINDOW = 500  # due messages read with their content at a time; claimed sender.max_batch at a time
 _ADDRESS = re.compile(r"^[^@\s<>(),;:\"\[\]]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 
 
@@ -102,23 +103,24 @@ def deliver(
     )
     run = _DeliveryRun(con, sender, config, clock, run_id, mode, summary)
     limit = max_messages or config.max_messages_per_run
-    payloads = ledger.payloads_sql(con)
     try:
         while not limit or summary.attempts < limit:
-            window = ledger.due(
+            due = ledger.due_rows(
                 con,
                 now=clock.now(),
                 states=run.states,
-                limit=min(WINDOW, limit - summary.attempts) if limit else WINDOW,
-                payloads=payloads,
+                limit=min(DUE_CHUNK, limit - summary.attempts) if limit else DUE_CHUNK,
             )
-            if not window:
+            if not due:
                 if not _wait_for_retry(con, clock, started, config):
                     break
                 continue
-            for start in range(0, len(window), sender.max_batch):
-                run.send(window[start : start + sender.max_batch])
-            run.flush_events()
+            step = max(WINDOW, sender.max_batch)
+            for start in range(0, len(due), step):
+                window = ledger.with_content(con, due[start : start + step])
+                for first in range(0, len(window), sender.max_batch):
+                    run.send(window[first : first + sender.max_batch])
+                run.flush_events()
     finally:
         sender.close()
         run.flush_events()

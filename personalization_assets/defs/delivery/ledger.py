@@ -83,6 +83,7 @@ class ClaimedMessage:
     text: str
     headers: str | None
     attempts: int
+    ledger_row: int | None = None  # the ledger's rowid when it was listed (claims read it first)
 
 
 def ensure_tables(con: duckdb.DuckDBPyConnection) -> None:
@@ -186,32 +187,112 @@ def settle_open_rows(
     return counts
 
 
+@dataclass(frozen=True)
+class DueRow:
+    """A due ledger row and where its content is stored (payload table and row id)."""
+
+    idempotency_key: str
+    campaign_id: str
+    customer_id: str
+    attempts: int
+    source: str
+    row_id: int
+    ledger_row: int
+
+
+def _payload_tables(con: duckdb.DuckDBPyConnection) -> dict[str, str]:
+    tables = {}
+    if table_exists(con, "campaigns", "email_payloads"):
+        tables["campaign"] = "campaigns.email_payloads"
+    tables["journey"] = JOURNEY_PAYLOADS
+    return tables
+
+
+def due_rows(
+    con: duckdb.DuckDBPyConnection, *, now: dt.datetime, states: Iterable[str], limit: int
+) -> list[DueRow]:
+    """Up to `limit` rows in `states` that are due at `now`, oldest first (then in storage order,
+    so a window's content is read from neighbouring rows), without their content.
+
+    One query for many windows: at 1M payloads each query scans the ledger (~0.2 s), and the old
+    query, which joined the content for 500 rows at a time, took 20 s per window."""
+    state_list = ", ".join(f"'{s}'" for s in states)
+    keys = " union all ".join(
+        f"select idempotency_key, '{source}' as source, rowid as row_id from {table}"
+        for source, table in _payload_tables(con).items()
+    )
+    rows = con.execute(
+        f"""
+        select l.idempotency_key, l.campaign_id, l.customer_id, l.attempts, p.source, p.row_id,
+               l.rowid
+        from {LEDGER} l
+        join ({keys}) p using (idempotency_key)
+        where l.status in ({state_list})
+          and coalesce(l.send_at, $now) <= $now
+          and coalesce(l.next_attempt_at, $now) <= $now
+        qualify row_number() over (partition by l.idempotency_key order by p.source) = 1
+        order by coalesce(l.send_at, l.queued_at), p.source, p.row_id
+        limit {int(limit)}
+        """,
+        {"now": now},
+    ).fetchall()
+    return [DueRow(*row) for row in rows]
+
+
+def with_content(con: duckdb.DuckDBPyConnection, rows: Sequence[DueRow]) -> list[ClaimedMessage]:
+    """The rows with their rendered content, in the same order.
+
+    Read by row id (DuckDB fetches those rows directly: ~0.03 s for 500 neighbouring payloads at
+    1M, where a key filter decompresses the whole html column, ~1 s), and checked against the
+    key; a row whose id no longer holds its key (the table was rewritten) is read by key."""
+    tables = _payload_tables(con)
+    content: dict[str, tuple] = {}
+    for source, table in tables.items():
+        ids = sorted({r.row_id for r in rows if r.source == source})
+        if not ids:
+            continue
+        content.update(
+            (row[0], row[1:])
+            for row in con.execute(
+                f"select idempotency_key, to_address, subject, html, text, headers from {table} "
+                f"where rowid between $lo and $hi and rowid in (select unnest($ids))",
+                {"lo": ids[0], "hi": ids[-1], "ids": ids},
+            ).fetchall()
+        )
+        missing = [r.idempotency_key for r in rows if r.source == source]
+        missing = [k for k in missing if k not in content]
+        if missing:
+            content.update(
+                (row[0], row[1:])
+                for row in con.execute(
+                    f"select idempotency_key, to_address, subject, html, text, headers "
+                    f"from {table} where idempotency_key in (select unnest($keys))",
+                    {"keys": missing},
+                ).fetchall()
+            )
+    return [
+        ClaimedMessage(
+            r.idempotency_key,
+            r.campaign_id,
+            r.customer_id,
+            *content[r.idempotency_key],
+            r.attempts,
+            r.ledger_row,
+        )
+        for r in rows
+        if r.idempotency_key in content
+    ]
+
+
 def due(
     con: duckdb.DuckDBPyConnection,
     *,
     now: dt.datetime,
     states: Iterable[str],
     limit: int,
-    payloads: str | None = None,
 ) -> list[ClaimedMessage]:
     """Up to `limit` rows in `states` that are due at `now`, oldest first, with their content."""
-    state_list = ", ".join(f"'{s}'" for s in states)
-    rows = con.execute(
-        f"""
-        select l.idempotency_key, l.campaign_id, l.customer_id, p.to_address, p.subject, p.html,
-               p.text, p.headers, l.attempts
-        from {LEDGER} l
-        join ({payloads or payloads_sql(con)}) p using (idempotency_key)
-        where l.status in ({state_list})
-          and coalesce(l.send_at, $now) <= $now
-          and coalesce(l.next_attempt_at, $now) <= $now
-        qualify row_number() over (partition by l.idempotency_key order by p.source) = 1
-        order by coalesce(l.send_at, l.queued_at), l.idempotency_key
-        limit {int(limit)}
-        """,
-        {"now": now},
-    ).fetchall()
-    return [ClaimedMessage(*row) for row in rows]
+    return with_content(con, due_rows(con, now=now, states=states, limit=limit))
 
 
 def claim(
@@ -227,24 +308,35 @@ def claim(
     """Mark the messages `sending` for this run (before any transport call); return those claimed
     (a row whose state changed meanwhile is left alone), with their attempt number."""
     state_list = ", ".join(f"'{s}'" for s in states)
+    params = {
+        "run_id": run_id,
+        "mode": mode,
+        "now": now,
+        "domain": message_id_domain,
+        "keys": [m.idempotency_key for m in messages],
+    }
     # One key (SMTP) is a point update, about twice as fast as the list form in DuckDB.
-    keys = "$keys[1]" if len(messages) == 1 else "any(select unnest($keys))"
+    where = (
+        "idempotency_key = $keys[1]"
+        if len(messages) == 1
+        else ("idempotency_key in (select unnest($keys))")
+    )
+    rows = [m.ledger_row for m in messages]
+    if None not in rows:
+        # Rows listed by `due_rows` are claimed through their rowid range, which spares a scan of
+        # the key column (35 ms → 7 ms for one message at 1M ledger rows); the key still decides.
+        where = f"rowid between $lo and $hi and {where}"
+        params.update(lo=min(rows), hi=max(rows))
     claimed = dict(
         con.execute(
             f"""
             update {LEDGER} set status = 'sending', attempts = attempts + 1, run_id = $run_id,
                 sender_mode = $mode, claimed_at = $now, updated_at = $now,
                 message_id = '<' || idempotency_key || '@' || $domain || '>'
-            where idempotency_key = {keys} and status in ({state_list})
+            where {where} and status in ({state_list})
             returning idempotency_key, attempts
             """,
-            {
-                "run_id": run_id,
-                "mode": mode,
-                "now": now,
-                "domain": message_id_domain,
-                "keys": [m.idempotency_key for m in messages],
-            },
+            params,
         ).fetchall()
     )
     return [

@@ -609,10 +609,15 @@ def recommend_top_n(
         cold_rows = rows[~is_als]
         per_customer_exclude: dict[int, np.ndarray] = {}
         if bought is not None:
-            for pos in np.flatnonzero(cold_rows >= 0):
-                cols = bought[cold_rows[pos]].indices
-                if len(cols):
-                    per_customer_exclude[int(pos)] = cols
+            # Read the CSR arrays directly: one scipy row slice per cold customer took 7 s
+            # for 62k of them at 100k customers.
+            indptr, indices = bought.indptr, bought.indices
+            known = np.flatnonzero(cold_rows >= 0)
+            starts, ends = indptr[cold_rows[known]], indptr[cold_rows[known] + 1]
+            for pos, lo, hi in zip(
+                known[ends > starts], starts[ends > starts], ends[ends > starts], strict=True
+            ):
+                per_customer_exclude[int(pos)] = indices[lo:hi]
         if customer_top_category is not None:
             mapping = pd.Series(customer_top_category)
             top_cats = mapping.reindex(pd.Index(cold_ids, dtype=object)).tolist()
