@@ -381,3 +381,33 @@ def test_a_matrix_customer_without_factors_gets_fallbacks_without_their_purchase
     assert set(recs["source"]) == {"popular"}
     assert by_customer[buyer] == [in_stock[1], *in_stock[3:7]]
     assert by_customer[other] == in_stock[:5]
+
+
+def test_top_n_excluding_matches_implicits_own_filter():
+    """The vectorised exclusion returns implicit's filtered top-n exactly, for users with few
+    excluded items and for users above the extra-candidate cap alike."""
+    from implicit.cpu.als import AlternatingLeastSquares
+
+    from personalization_assets.defs.models.recommendations import _MAX_EXTRA, _top_n_excluding
+
+    rng = np.random.default_rng(7)
+    users, items, n = 300, 400, 10
+    model = AlternatingLeastSquares(factors=8, random_state=1)
+    model.user_factors = rng.standard_normal((users, 8)).astype(np.float32)
+    model.item_factors = rng.standard_normal((items, 8)).astype(np.float32)
+    per_user = rng.integers(0, 6, users)
+    per_user[:5] = _MAX_EXTRA + 40  # heavy excluders: implicit's filter path
+    rows = np.repeat(np.arange(users), per_user)
+    cols = np.concatenate([rng.choice(items, k, replace=False) for k in per_user])
+    exclude = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, cols)), shape=(users, items))
+    chunk = np.arange(users)
+    oos = np.array([3, 17, 250], dtype=np.int32)
+    ids, scores = _top_n_excluding(model, chunk, exclude, n, oos)
+    want_ids, want_scores = model.recommend(
+        chunk, exclude, N=n, filter_already_liked_items=True, filter_items=oos
+    )
+    np.testing.assert_array_equal(ids, want_ids)
+    np.testing.assert_allclose(scores, want_scores, rtol=1e-6)
+    assert not np.isin(ids, oos).any()
+    for u in (0, 10, 299):
+        assert not set(ids[u]) & set(exclude[u].indices)

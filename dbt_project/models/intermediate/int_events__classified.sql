@@ -57,48 +57,59 @@ checked as (
 
 ),
 
-valid_arrivals as (
-
-    select event_id, loaded_at, source_file, line_no, true as is_pending
-    from checked
-    where coalesce(reject_reason, catalog_reason) is null
-    {%- if is_incremental() %}
-
-    union all
-
-    select event_id, loaded_at, source_file, line_no, false as is_pending
-    from {{ this }}
-    where disposition = 'accepted'
-        and landing_date not in (select landing_date from pending)
-    {%- endif %}
-
-),
-
-arrival_ranks as (
-
-    select
-        source_file,
-        line_no,
-        row_number() over (
-            partition by event_id
-            order by loaded_at, source_file, line_no
-        ) as arrival_rank,
-        is_pending
-    from valid_arrivals
-
-),
-
+{#- The arrival rank is a window over `checked` itself: a separate ranking CTE joined back made
+    DuckDB materialize `checked` with every column (15M lines at 1M customers: 15 GB spilled;
+    104 s → 82 s for the model's query). -#}
 ranked as (
 
     select
         checked.*,
         coalesce(checked.reject_reason, checked.catalog_reason) as final_reason,
-        arrival_ranks.arrival_rank
+        case when coalesce(checked.reject_reason, checked.catalog_reason) is null then
+            row_number() over (
+                partition by
+                    checked.event_id,
+                    coalesce(checked.reject_reason, checked.catalog_reason) is null
+                order by checked.loaded_at, checked.source_file, checked.line_no
+            )
+        end as arrival_rank
     from checked
-    left join arrival_ranks
-        on checked.source_file = arrival_ranks.source_file
-        and checked.line_no = arrival_ranks.line_no
-        and arrival_ranks.is_pending
+
+){%- if is_incremental() %},
+
+{#- Valid lines of the reloaded days that an accepted line of another day arrived before. -#}
+earlier_elsewhere as (
+
+    select distinct ranked.source_file, ranked.line_no
+    from ranked
+    inner join {{ this }} as previous
+        on previous.event_id = ranked.event_id
+    where ranked.final_reason is null
+        and previous.disposition = 'accepted'
+        and previous.landing_date not in (select landing_date from pending)
+        and (
+            previous.loaded_at < ranked.loaded_at
+            or (previous.loaded_at = ranked.loaded_at and previous.source_file < ranked.source_file)
+            or (previous.loaded_at = ranked.loaded_at and previous.source_file = ranked.source_file
+                and previous.line_no < ranked.line_no)
+        )
+
+){%- endif %},
+
+flagged as (
+
+    select
+        ranked.*,
+        ranked.arrival_rank > 1
+        {%- if is_incremental() %}
+            or earlier_elsewhere.line_no is not null
+        {%- endif %} as is_later_arrival
+    from ranked
+    {%- if is_incremental() %}
+    left join earlier_elsewhere
+        on ranked.source_file = earlier_elsewhere.source_file
+        and ranked.line_no = earlier_elsewhere.line_no
+    {%- endif %}
 
 )
 
@@ -123,17 +134,17 @@ select
     properties,
     case
         when final_reason is not null then 'quarantined'
-        when arrival_rank > 1 then 'duplicate'
+        when is_later_arrival then 'duplicate'
         else 'accepted'
     end as disposition,
     case
         when final_reason is not null then final_reason
-        when arrival_rank > 1 then 'duplicate_event_id'
+        when is_later_arrival then 'duplicate_event_id'
     end as reason,
     case
         when reject_reasons is not null then reject_reasons
         when catalog_reason is not null then catalog_reason
-        when arrival_rank > 1 then 'duplicate_event_id'
+        when is_later_arrival then 'duplicate_event_id'
     end as reasons,
     day_loaded_at
-from ranked
+from flagged

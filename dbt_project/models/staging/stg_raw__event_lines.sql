@@ -29,6 +29,21 @@ safe as (
 
 ),
 
+{%- set json_keys = [
+    'event_id', 'user_id', 'event_type', 'timestamp', 'product_id', 'category', 'amount',
+    'currency', 'session_id', 'device', 'campaign_id', 'variant',
+] -%}
+
+parsed as (
+
+    select
+        *,
+        {{ json_texts('json_line', json_keys) }} as json_values,
+        nullif({{ json_raw('json_line', 'properties') }}, 'null') as properties_raw
+    from safe
+
+),
+
 extracted as (
 
     select
@@ -38,20 +53,11 @@ extracted as (
         raw_line,
         loaded_at,
         is_json_object,
-        {{ json_text('json_line', 'event_id') }} as event_id_raw,
-        {{ json_text('json_line', 'user_id') }} as user_id_raw,
-        {{ json_text('json_line', 'event_type') }} as event_type_raw,
-        {{ json_text('json_line', 'timestamp') }} as timestamp_raw,
-        {{ json_text('json_line', 'product_id') }} as product_id_raw,
-        {{ json_text('json_line', 'category') }} as category_raw,
-        {{ json_text('json_line', 'amount') }} as amount_raw,
-        {{ json_text('json_line', 'currency') }} as currency_raw,
-        {{ json_text('json_line', 'session_id') }} as session_id_raw,
-        {{ json_text('json_line', 'device') }} as device_raw,
-        {{ json_text('json_line', 'campaign_id') }} as campaign_id_raw,
-        {{ json_text('json_line', 'variant') }} as variant_raw,
-        nullif({{ json_raw('json_line', 'properties') }}, 'null') as properties_raw
-    from safe
+        {%- for key in json_keys %}
+        {{ array_item('json_values', loop.index) }} as {{ key }}_raw,
+        {%- endfor %}
+        properties_raw
+    from parsed
 
 ),
 

@@ -7,10 +7,12 @@ addresses are read from the restricted `dim_customer_contacts` only here, at ren
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
 from collections import defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -193,6 +195,7 @@ def render_payloads(
     clock: dt.datetime | None = None,
     schedules: dict[str, ScheduleSpec | None] | None = None,
     batch_size: int = 2000,
+    checkpoint_threshold: str = "4GB",
 ) -> PayloadSummary:
     """Render every `send` decision of the date; write the table and one JSONL per campaign.
 
@@ -236,51 +239,68 @@ def render_payloads(
     changed: set[str] = set()
     campaigns: set[str] = set()
     now = dt.datetime.now(dt.UTC).replace(tzinfo=None)
-    for start in range(0, total, batch_size):
-        rows = (
-            con.sql(
-                "select * exclude (_n) from _send_rows where _n > ? and _n <= ? order by _n",
-                params=[start, start + batch_size],
+    # Batches commit without a WAL checkpoint each (see _checkpoint_threshold).
+    with _checkpoint_threshold(con, checkpoint_threshold):
+        for start in range(0, total, batch_size):
+            rows = (
+                con.sql(
+                    "select * exclude (_n) from _send_rows where _n > ? and _n <= ? order by _n",
+                    params=[start, start + batch_size],
+                )
+                .to_arrow_table()
+                .to_pylist()
             )
-            .to_arrow_table()
-            .to_pylist()
-        )
-        _schedule(rows, schedules or {}, clock)
-        by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for row in rows:
-            row["content_key"] = _content_key(row, versions, template_version)
-            key = (row["campaign_id"], row["variant"])
-            summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
-            campaigns.add(row["campaign_id"])
-            if stored.get(row["idempotency_key"]) == row["content_key"]:
-                summary.reused += 1
-            else:
-                by_template[row["template"]].append(row)
-        records = []
-        for template, template_rows in sorted(by_template.items()):
-            contexts = [
-                build_context(r, base_url=base_url, campaign_names=campaign_names)
-                for r in template_rows
-            ]
-            results = renderer.render_many(template, contexts)
-            for row, result in zip(template_rows, results, strict=True):
-                records.append(_record(row, result, send_date, versions, now))
-                if isinstance(result, TemplateRenderError):
-                    summary.failed += 1
-                    summary.errors.setdefault(template, str(result))
-                    summary.per_campaign[(row["campaign_id"], row["variant"])] -= 1
+            _schedule(rows, schedules or {}, clock)
+            by_template: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for row in rows:
+                row["content_key"] = _content_key(row, versions, template_version)
+                key = (row["campaign_id"], row["variant"])
+                summary.per_campaign[key] = summary.per_campaign.get(key, 0) + 1
+                campaigns.add(row["campaign_id"])
+                if stored.get(row["idempotency_key"]) == row["content_key"]:
+                    summary.reused += 1
                 else:
-                    summary.rendered += 1
-            del contexts, results
-        # Freed after the batch is stored; the next batch reuses the memory (see heap.py).
-        changed |= _replace_records(con, records)
-        del rows, records
-    changed |= _delete_withdrawn(con, send_date)
+                    by_template[row["template"]].append(row)
+            records = []
+            for template, template_rows in sorted(by_template.items()):
+                contexts = [
+                    build_context(r, base_url=base_url, campaign_names=campaign_names)
+                    for r in template_rows
+                ]
+                results = renderer.render_many(template, contexts)
+                for row, result in zip(template_rows, results, strict=True):
+                    records.append(_record(row, result, send_date, versions, now))
+                    if isinstance(result, TemplateRenderError):
+                        summary.failed += 1
+                        summary.errors.setdefault(template, str(result))
+                        summary.per_campaign[(row["campaign_id"], row["variant"])] -= 1
+                    else:
+                        summary.rendered += 1
+                del contexts, results
+            # Freed after the batch is stored; the next batch reuses the memory (see heap.py).
+            changed |= _replace_records(con, records)
+            del rows, records
+        changed |= _delete_withdrawn(con, send_date)
     con.execute("drop table _send_rows")
     folder = output_dir / "payloads" / f"send_date={send_date}"
     missing = {c for c in campaigns if not (folder / f"{c}.jsonl").exists()}
     summary.jsonl_files = _write_jsonl(con, send_date, changed | missing, folder)
     return summary
+
+
+@contextlib.contextmanager
+def _checkpoint_threshold(con: duckdb.DuckDBPyConnection, threshold: str) -> Iterator[None]:
+    """Raise DuckDB's WAL checkpoint threshold while batches are committed, then restore it.
+
+    Each batch's commit writes ~25 MB of HTML to the WAL; at the default 16 MiB threshold every
+    commit then checkpointed the table (rewriting compressed row groups): 3.3 s per batch of
+    2,000 at 100k payloads, 125 of the step's 190 s. The WAL is checkpointed once, later."""
+    previous = con.execute("select current_setting('checkpoint_threshold')").fetchall()[0][0]
+    con.execute(f"set checkpoint_threshold = '{threshold}'")
+    try:
+        yield
+    finally:
+        con.execute(f"set checkpoint_threshold = '{previous}'")
 
 
 def _schedule(

@@ -201,21 +201,27 @@ def load_event_lines(
             f"""
             insert into {RAW_SCHEMA}.event_lines
             with files as (
-                select filename, string_split(content, chr(10)) as lines
+                select
+                    substr(filename, {prefix_len}) as source_file,
+                    cast(regexp_extract(
+                        substr(filename, {prefix_len}),
+                        'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})',
+                        1
+                    ) as date) as landing_date,
+                    string_split(content, chr(10)) as lines
                 from read_text(?)
             ),
             lines as (
                 select
-                    substr(filename, {prefix_len}) as source_file,
+                    source_file,
+                    landing_date,
                     unnest(lines) as raw_line,
                     unnest(range(1, len(lines) + 1)) as line_no
                 from files
             )
             select
                 lines.source_file,
-                cast(regexp_extract(
-                    lines.source_file, 'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1) as date
-                ) as landing_date,
+                lines.landing_date,
                 lines.line_no,
                 rtrim(lines.raw_line, chr(13)) as raw_line,
                 register.first_loaded_at as loaded_at
