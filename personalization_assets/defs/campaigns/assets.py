@@ -291,11 +291,21 @@ def email_payloads(
         ).fetchone()[0]
     for template, error in summary.errors.items():
         context.log.error(f"template {template} failed: {error}")
+    # Rendering's own throughput (thread CPU in the renderer); on Spark it runs on the executors.
+    render_rate = (
+        {}
+        if spark or not summary.render_cpu_s
+        else {
+            "render_cpu_s": round(summary.render_cpu_s, 2),
+            "rendered_per_cpu_s": round(summary.rendered / summary.render_cpu_s),
+        }
+    )
     per_variant = ["| campaign | variant | payloads |", "|---|---|---:|"] + [
         f"| {c} | {v} | {n} |" for (c, v), n in sorted(summary.per_campaign.items())
     ]
     yield dg.MaterializeResult(
         metadata={
+            **render_rate,
             "send_date": str(send_date),
             "rendered": summary.rendered,
             "unchanged_kept": summary.reused,

@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import time
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -51,6 +52,9 @@ class PayloadSummary:
     errors: dict[str, str] = field(default_factory=dict)  # template → first error
     jsonl_files: list[Path] = field(default_factory=list)
     per_campaign: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Thread CPU seconds inside the renderer (contexts in, subject/HTML/text out): the rendering
+    # throughput itself, apart from the step's SQL, hashing and writes.
+    render_cpu_s: float = 0.0
 
 
 def product_lists_sql(con: duckdb.DuckDBPyConnection, *, customer_key: str, product: str):
@@ -267,7 +271,9 @@ def render_payloads(
                     build_context(r, base_url=base_url, campaign_names=campaign_names)
                     for r in template_rows
                 ]
+                cpu = time.thread_time()
                 results = renderer.render_many(template, contexts)
+                summary.render_cpu_s += time.thread_time() - cpu
                 for row, result in zip(template_rows, results, strict=True):
                     records.append(_record(row, result, send_date, versions, now))
                     if isinstance(result, TemplateRenderError):
