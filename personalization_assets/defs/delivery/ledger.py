@@ -284,17 +284,6 @@ def with_content(con: duckdb.DuckDBPyConnection, rows: Sequence[DueRow]) -> list
     ]
 
 
-def due(
-    con: duckdb.DuckDBPyConnection,
-    *,
-    now: dt.datetime,
-    states: Iterable[str],
-    limit: int,
-) -> list[ClaimedMessage]:
-    """Up to `limit` rows in `states` that are due at `now`, oldest first, with their content."""
-    return with_content(con, due_rows(con, now=now, states=states, limit=limit))
-
-
 def claim(
     con: duckdb.DuckDBPyConnection,
     messages: list[ClaimedMessage],
@@ -319,7 +308,7 @@ def claim(
     where = (
         "idempotency_key = $keys[1]"
         if len(messages) == 1
-        else ("idempotency_key in (select unnest($keys))")
+        else "idempotency_key in (select unnest($keys))"
     )
     rows = [m.ledger_row for m in messages]
     if None not in rows:

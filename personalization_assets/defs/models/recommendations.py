@@ -605,8 +605,9 @@ def recommend_top_n(
             indptr, indices = bought.indptr, bought.indices
             known = np.flatnonzero(cold_rows >= 0)
             starts, ends = indptr[cold_rows[known]], indptr[cold_rows[known] + 1]
+            bought_any = ends > starts
             for pos, lo, hi in zip(
-                known[ends > starts], starts[ends > starts], ends[ends > starts], strict=True
+                known[bought_any], starts[bought_any], ends[bought_any], strict=True
             ):
                 per_customer_exclude[int(pos)] = indices[lo:hi]
         if customer_top_category is not None:
