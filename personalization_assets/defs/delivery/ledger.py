@@ -313,7 +313,7 @@ def claim(
     rows = [m.ledger_row for m in messages]
     if None not in rows:
         # Rows listed by `due_rows` are claimed through their rowid range, which spares a scan of
-        # the key column (35 ms → 7 ms for one message at 1M ledger rows); the key still decides.
+        # the key column (100 messages at 1M ledger rows: ~65 ms → ~30 ms); the key still decides.
         where = f"rowid between $lo and $hi and {where}"
         params.update(lo=min(rows), hi=max(rows))
     claimed = dict(
