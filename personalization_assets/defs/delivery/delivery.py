@@ -103,6 +103,7 @@ def deliver(
     )
     run = _DeliveryRun(con, sender, config, clock, run_id, mode, summary)
     limit = max_messages or config.max_messages_per_run
+    step = max(WINDOW, sender.max_batch)
     try:
         while not limit or summary.attempts < limit:
             due = ledger.due_rows(
@@ -115,7 +116,6 @@ def deliver(
                 if not _wait_for_retry(con, clock, started, config):
                     break
                 continue
-            step = max(WINDOW, sender.max_batch)
             for start in range(0, len(due), step):
                 window = ledger.with_content(con, due[start : start + step])
                 for first in range(0, len(window), sender.max_batch):

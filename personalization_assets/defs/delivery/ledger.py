@@ -259,8 +259,11 @@ def with_content(con: duckdb.DuckDBPyConnection, rows: Sequence[DueRow]) -> list
                 {"lo": ids[0], "hi": ids[-1], "ids": ids},
             ).fetchall()
         )
-        missing = [r.idempotency_key for r in rows if r.source == source]
-        missing = [k for k in missing if k not in content]
+        missing = [
+            r.idempotency_key
+            for r in rows
+            if r.source == source and r.idempotency_key not in content
+        ]
         if missing:
             content.update(
                 (row[0], row[1:])

@@ -200,16 +200,17 @@ def load_event_lines(
         con.execute(
             f"""
             insert into {RAW_SCHEMA}.event_lines
-            with files as (
+            with texts as (
+                select substr(filename, {prefix_len}) as source_file, content from read_text(?)
+            ),
+            files as (
                 select
-                    substr(filename, {prefix_len}) as source_file,
+                    source_file,
                     cast(regexp_extract(
-                        substr(filename, {prefix_len}),
-                        'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})',
-                        1
+                        source_file, 'date=([0-9]{{4}}-[0-9]{{2}}-[0-9]{{2}})', 1
                     ) as date) as landing_date,
                     string_split(content, chr(10)) as lines
-                from read_text(?)
+                from texts
             ),
             lines as (
                 select

@@ -693,32 +693,24 @@ def _top_n_excluding(
     most ``extra`` candidates can go. Users excluding more than the cap go through implicit's
     filter as before."""
     users = np.asarray(users)
-    if exclude is None or exclude.nnz == 0 or len(users) == 0:
+
+    def ask(who: np.ndarray, liked: sp.csr_matrix | None, k: int):
         with _single_threaded_blas():
             ids, scores = model.recommend(
-                users,
-                None,
-                N=n,
-                filter_already_liked_items=False,
+                who,
+                liked,
+                N=k,
+                filter_already_liked_items=liked is not None,
                 filter_items=filter_items,
             )
-        return (
-            np.asarray(ids).reshape(len(users), -1),
-            np.asarray(scores).reshape(len(users), -1),
-        )
+        return np.asarray(ids).reshape(len(who), -1), np.asarray(scores).reshape(len(who), -1)
+
+    if exclude is None or exclude.nnz == 0 or len(users) == 0:
+        return ask(users, None, n)
     rows = exclude[users]
     row_len = np.diff(rows.indptr)
     extra = int(min(row_len.max(), _MAX_EXTRA))
-    with _single_threaded_blas():
-        ids, scores = model.recommend(
-            users,
-            None,
-            N=n + extra,
-            filter_already_liked_items=False,
-            filter_items=filter_items,
-        )
-    ids = np.asarray(ids).reshape(len(users), -1)
-    scores = np.asarray(scores).reshape(len(users), -1)
+    ids, scores = ask(users, None, n + extra)
     n_items = model.item_factors.shape[0]
     keys = _row_keys(rows)
     excluded = _in_sorted(np.arange(len(users), dtype=np.int64)[:, None] * n_items + ids, keys)
@@ -728,19 +720,11 @@ def _top_n_excluding(
     out_scores = np.where(out_ids >= 0, np.take_along_axis(scores, order, 1), _FILTERED_SCORE)
     heavy = np.flatnonzero(row_len > extra)
     if len(heavy):
-        with _single_threaded_blas():
-            h_ids, h_scores = model.recommend(
-                users[heavy],
-                rows[heavy],
-                N=n,
-                filter_already_liked_items=True,
-                filter_items=filter_items,
-            )
-        width = np.asarray(h_ids).reshape(len(heavy), -1).shape[1]
+        h_ids, h_scores = ask(users[heavy], rows[heavy], n)
         out_ids[heavy] = -1
         out_scores[heavy] = _FILTERED_SCORE
-        out_ids[heavy, :width] = np.asarray(h_ids).reshape(len(heavy), -1)
-        out_scores[heavy, :width] = np.asarray(h_scores).reshape(len(heavy), -1)
+        out_ids[heavy, : h_ids.shape[1]] = h_ids
+        out_scores[heavy, : h_scores.shape[1]] = h_scores
     return out_ids, out_scores
 
 
